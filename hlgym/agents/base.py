@@ -1,0 +1,168 @@
+"""The Agent protocol, episode records and the evaluation loop."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+from scipy import stats
+from tqdm.auto import tqdm
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """A meta-policy: anything with these two methods runs through :func:`evaluate`.
+
+    ``act`` receives the observation and the info dict of the last ``reset``/``step``
+    (``info["holder"]``, ``info["hop_costs"]``, ``info["action_mask"]`` and the rest of
+    :class:`~hlgym.envs.PeerSelectionEnv`'s info) and returns the next peer.
+    """
+
+    def reset(self) -> None:
+        """Called at the start of every episode."""
+
+    def act(self, obs: Any, info: dict[str, Any]) -> int:
+        """The peer to send the model to next."""
+        ...
+
+
+@dataclass
+class EpisodeRecord:
+    """What happened in one episode.
+
+    Attributes:
+        seed: The ``reset`` seed.
+        route: The holder after each round, starting with the start peer.
+        accuracy: Test accuracy after each round (index 0: before any round).
+        hop_costs: Hop cost paid in each round [distance units].
+        rewards: Reward of each round.
+        rounds: Rounds played.
+        comm_cost: Total hop cost [distance units].
+        bytes_sent: Total model bytes moved.
+        reached_goal: Whether the accuracy reached the goal (terminated).
+    """
+
+    seed: int
+    route: list[int] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    hop_costs: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    rounds: int = 0
+    comm_cost: float = 0.0
+    bytes_sent: int = 0
+    reached_goal: bool = False
+
+    @property
+    def final_accuracy(self) -> float:
+        """Accuracy after the last round."""
+        return self.accuracy[-1]
+
+    @property
+    def episode_return(self) -> float:
+        """Sum of the rewards."""
+        return math.fsum(self.rewards)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        out = asdict(self)
+        out["final_accuracy"] = self.final_accuracy
+        out["return"] = self.episode_return
+        return out
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean of a quantity over episodes and the half-width of its 95% confidence interval
+    (Student's t; 0 for a single episode)."""
+
+    mean: float
+    ci95: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        """Summarise ``values``."""
+        a = np.asarray(values, dtype=np.float64)
+        if a.size < 2:
+            return cls(float(a.mean()) if a.size else float("nan"), 0.0, int(a.size))
+        half = float(stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / np.sqrt(a.size))
+        return cls(float(a.mean()), half, int(a.size))
+
+
+SUMMARY_FIELDS = ("rounds", "comm_cost", "bytes_sent", "final_accuracy", "reached_goal", "return")
+
+
+def summarize(records: list[EpisodeRecord]) -> dict[str, Stat]:
+    """Means and 95% confidence intervals of :data:`SUMMARY_FIELDS`.
+
+    ``rounds`` counts every episode, those that missed the goal at the round limit
+    (censored); ``reached_goal`` is the share of episodes that reached it.
+    """
+    if not records:
+        raise ValueError("records is empty; evaluate at least one episode")
+    return {
+        "rounds": Stat.of([r.rounds for r in records]),
+        "comm_cost": Stat.of([r.comm_cost for r in records]),
+        "bytes_sent": Stat.of([r.bytes_sent for r in records]),
+        "final_accuracy": Stat.of([r.final_accuracy for r in records]),
+        "reached_goal": Stat.of([float(r.reached_goal) for r in records]),
+        "return": Stat.of([r.episode_return for r in records]),
+    }
+
+
+@dataclass
+class Evaluation:
+    """The records of an evaluation and their summary."""
+
+    records: list[EpisodeRecord]
+    summary: dict[str, Stat]
+
+
+def run_episode(agent: Agent, env: gym.Env[Any, Any], seed: int) -> EpisodeRecord:
+    """Play one episode of ``agent`` in ``env`` from ``reset(seed=seed)``."""
+    agent.reset()
+    obs, info = env.reset(seed=seed)
+    rec = EpisodeRecord(seed=seed, route=[int(info["holder"])], accuracy=[float(info["accuracy"])])
+    if info["round"] > 0:  # the env played forced rounds in reset (first_round_at_start)
+        rec.rounds = int(info["round"])
+    done = False
+    while not done:
+        action = int(agent.act(obs, info))
+        obs, reward, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+        rec.route.append(int(info["holder"]))
+        rec.accuracy.append(float(info["accuracy"]))
+        rec.hop_costs.append(float(info["hop_cost"]))
+        rec.rewards.append(float(reward))
+        rec.reached_goal = bool(terminated)
+    rec.rounds = int(info["round"])
+    rec.comm_cost = float(info["comm_cost"])
+    rec.bytes_sent = int(info["bytes_sent"])
+    return rec
+
+
+def evaluate(
+    agent: Agent, env: gym.Env[Any, Any], episodes: int, seed: int = 0, progress: bool = False
+) -> Evaluation:
+    """Run ``episodes`` episodes with seeds ``seed, seed + 1, ...``.
+
+    Args:
+        agent: Any object with the :class:`Agent` methods.
+        env: A PeerSelectionEnv, possibly wrapped (``gymnasium.make``).
+        episodes: Number of episodes, >= 1.
+        seed: Seed of the first episode.
+        progress: Show a progress bar.
+
+    Returns:
+        The per-episode records and their summary.
+    """
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes={episodes!r} is not accepted; accepted: an integer >= 1")
+    if not isinstance(agent, Agent):
+        raise TypeError(f"agent={agent!r} does not satisfy the Agent protocol (reset() and act(obs, info))")
+    seeds = range(seed, seed + episodes)
+    records = [run_episode(agent, env, s) for s in tqdm(seeds, desc=type(agent).__name__, disable=not progress)]
+    return Evaluation(records, summarize(records))

@@ -1,0 +1,8 @@
+"""The environment and what it is built from."""
+
+from hlgym.envs.config import PeerSelectionConfig
+from hlgym.envs.datasets import Dataset, DataNotFoundError, load_dataset
+from hlgym.envs.peer_selection import PeerSelectionEnv
+from hlgym.envs.registration import PRESETS
+
+__all__ = ["PRESETS", "DataNotFoundError", "Dataset", "PeerSelectionConfig", "PeerSelectionEnv", "load_dataset"]

@@ -1,0 +1,240 @@
+"""PeerSelectionConfig: every setting of the environment, typed and validated."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from hlgym.envs.datasets import DATASETS
+from hlgym.envs.observation import OBSERVATIONS
+from hlgym.envs.partition import PARTITIONS
+from hlgym.envs.topology import TOPOLOGIES, validate_matrix
+from hlgym.models.training import MODELS, OPTIMIZERS
+
+Matrix = tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class PeerSelectionConfig:
+    """Settings of :class:`hlgym.envs.PeerSelectionEnv`.
+
+    Validated on construction: a bad value raises ``ValueError`` naming the field, the
+    value and what is accepted. Build variants with :meth:`replace`.
+    """
+
+    # --- data -------------------------------------------------------------------
+    dataset: str = "digits"
+    """Data set name: ``"digits"``, ``"mnist"``, ``"fashion_mnist"`` or ``"synthetic"``."""
+    data_dir: str | None = None
+    """Folder with the IDX files of ``mnist``/``fashion_mnist``; None searches the usual places."""
+    n_peers: int = 10
+    """Number of peers (the action space size); at least 2."""
+    partition: str = "hl_skew"
+    """How training samples are split: ``hl_skew``, ``hl_reference``, ``dirichlet``, ``shards``, ``iid``."""
+    main_samples: int = 50
+    """``hl_skew``/``hl_reference``: samples of the peer's main class (class ``peer % n_classes``)."""
+    other_samples: int = 50
+    """``hl_skew``/``hl_reference``: samples drawn from all other classes together."""
+    samples_per_peer: int | None = None
+    """``dirichlet``/``shards``/``iid``: pool size per peer; None splits the whole training set."""
+    dirichlet_alpha: float = 0.5
+    """``dirichlet``: concentration; smaller is more skewed. > 0."""
+    classes_per_peer: int = 2
+    """``shards``: shards (about one class each) per peer."""
+
+    # --- topology ---------------------------------------------------------------
+    topology: str | Matrix = "hl_random"
+    """``"hl_random"`` (the reference's fixed matrix), ``"euclidean"`` (random positions,
+    redrawn each episode) or an ``n_peers x n_peers`` symmetric, non-negative matrix with a
+    zero diagonal [distance units]."""
+    topology_scale: float = 0.1
+    """Largest hop cost of the generated topologies [distance units]; the reference's is 0.1."""
+
+    # --- inner model and local training -------------------------------------------
+    model: str = "mlp"
+    """Inner network: ``"cnn"`` (the reference's) or ``"mlp"``."""
+    hidden_units: int = 64
+    """Hidden width of the ``mlp``."""
+    optimizer: str = "adam"
+    """Local optimizer: ``"adam"`` or ``"sgd"``."""
+    lr: float = 1e-2
+    """Local learning rate."""
+    adam_eps: float = 1e-7
+    """Adam's epsilon; 1e-7 is Keras' default, which the reference used."""
+    local_epochs: int = 1
+    """Passes over the peer's data per round."""
+    batch_size: int = 32
+    """Local minibatch size [samples]."""
+    per_peer_optimizer: bool = True
+    """Each peer keeps its own optimizer state across the episode, as the reference's
+    per-peer Keras models do; False shares one optimizer state that travels with the model."""
+
+    # --- reward and episode ---------------------------------------------------------
+    goal: float = 0.85
+    """Target test accuracy in (0, 1]; the episode terminates when it is reached."""
+    reward_base: float = 32.0
+    """``base`` of the reward ``base ** (acc - goal) - cost_weight * hop_cost - 1``; > 1."""
+    cost_weight: float = 1.0
+    """Weight of the hop cost in the reward; >= 0."""
+    max_rounds: int = 36
+    """Rounds per episode before truncation (the reference stops after round 36)."""
+    start_peer: int = 0
+    """Peer that holds the fresh model at reset."""
+    first_round_at_start: bool = False
+    """If True, ``reset`` already plays round 1 at ``start_peer`` (the reference forces its
+    first round there whatever the policy), so the agent's first action is round 2."""
+
+    # --- observation -----------------------------------------------------------------
+    observation: str = "peer_features"
+    """``"peer_features"`` (``Box(n_peers, 8)``) or ``"hl_pca"`` (``Box(n_peers * pca_components)``)."""
+    pca_components: int = 10
+    """``hl_pca``: components kept, 1 .. n_peers."""
+    probe_size: int = 32
+    """``peer_features``: samples of each peer's data the probe loss is measured on."""
+
+    # --- scenario ----------------------------------------------------------------------
+    offline_prob: float = 0.0
+    """Chance that a peer is offline in a round (never the holder); sending the model to
+    an offline peer fails: the hop is paid, nothing trains. In [0, 1)."""
+
+    # --- execution -------------------------------------------------------------------------
+    device: str = "cpu"
+    """Torch device of data and models, e.g. ``"cpu"`` or ``"cuda"``."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.topology, str):
+            object.__setattr__(self, "topology", _as_matrix(self.topology, self.n_peers))
+        _validate(self)
+
+    def replace(self, **overrides: Any) -> PeerSelectionConfig:
+        """A copy with some fields changed; unknown names raise a ``TypeError`` that
+        lists the accepted ones."""
+        check_field_names(overrides)
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values (the matrix as nested lists)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if not isinstance(self.topology, str):
+            out["topology"] = [list(row) for row in self.topology]
+        return out
+
+
+def field_names() -> list[str]:
+    """The public field names of :class:`PeerSelectionConfig`."""
+    return [f.name for f in fields(PeerSelectionConfig)]
+
+
+def check_field_names(names: Iterable[str]) -> None:
+    """Raise ``TypeError`` for any name that is not a config field, with a suggestion."""
+    known = field_names()
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"{name!r} is not a PeerSelectionConfig field{hint}; accepted: {', '.join(known)}")
+
+
+def _as_matrix(value: Any, n_peers: int) -> Matrix:
+    if isinstance(value, Sequence | torch.Tensor) or hasattr(value, "__array__"):
+        d = validate_matrix(value, n_peers)
+        return tuple(tuple(float(v) for v in row) for row in d)
+    raise ValueError(
+        f"topology={value!r} is not accepted; accepted: {', '.join(repr(t) for t in TOPOLOGIES)} "
+        "or an n_peers x n_peers distance matrix"
+    )
+
+
+def _fail(name: str, value: Any, accepted: str) -> None:
+    raise ValueError(f"{name}={value!r} is not accepted; accepted: {accepted}")
+
+
+def _int(cfg: PeerSelectionConfig, name: str, low: int, high: int | None = None) -> None:
+    value = getattr(cfg, name)
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    if not ok:
+        _fail(name, value, f"an integer >= {low}" + ("" if high is None else f" and <= {high}"))
+
+
+def _real(cfg: PeerSelectionConfig, name: str, accepted: str, test: Any) -> None:
+    value = getattr(cfg, name)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and test(value)
+    if not ok:
+        _fail(name, value, accepted)
+
+
+def _choice(cfg: PeerSelectionConfig, name: str, options: Sequence[str]) -> None:
+    value = getattr(cfg, name)
+    if value not in options:
+        _fail(name, value, ", ".join(repr(o) for o in options))
+
+
+def _validate(cfg: PeerSelectionConfig) -> None:
+    _choice(cfg, "dataset", DATASETS)
+    if cfg.data_dir is not None and not isinstance(cfg.data_dir, str):
+        _fail("data_dir", cfg.data_dir, "a folder path (str) or None")
+    _int(cfg, "n_peers", 2)
+    _choice(cfg, "partition", PARTITIONS)
+    _int(cfg, "main_samples", 1)
+    _int(cfg, "other_samples", 0)
+    if cfg.samples_per_peer is not None:
+        _int(cfg, "samples_per_peer", 1)
+    _real(cfg, "dirichlet_alpha", "a number > 0", lambda v: v > 0)
+    _int(cfg, "classes_per_peer", 1)
+    if isinstance(cfg.topology, str):
+        _choice(cfg, "topology", TOPOLOGIES)
+    _real(cfg, "topology_scale", "a number > 0", lambda v: v > 0)
+    _choice(cfg, "model", MODELS)
+    _int(cfg, "hidden_units", 1)
+    _choice(cfg, "optimizer", OPTIMIZERS)
+    _real(cfg, "lr", "a number > 0", lambda v: v > 0)
+    _real(cfg, "adam_eps", "a number > 0", lambda v: v > 0)
+    _int(cfg, "local_epochs", 1)
+    _int(cfg, "batch_size", 1)
+    for flag in ("per_peer_optimizer", "first_round_at_start"):
+        if not isinstance(getattr(cfg, flag), bool):
+            _fail(flag, getattr(cfg, flag), "True or False")
+    _real(cfg, "goal", "a number in (0, 1]", lambda v: 0 < v <= 1)
+    _real(cfg, "reward_base", "a number > 1", lambda v: v > 1)
+    _real(cfg, "cost_weight", "a number >= 0", lambda v: v >= 0)
+    _int(cfg, "max_rounds", 1 + int(cfg.first_round_at_start is True))
+    _int(cfg, "start_peer", 0, cfg.n_peers - 1)
+    _choice(cfg, "observation", OBSERVATIONS)
+    _int(cfg, "pca_components", 1, cfg.n_peers)
+    _int(cfg, "probe_size", 1)
+    _real(cfg, "offline_prob", "a number in [0, 1)", lambda v: 0 <= v < 1)
+    try:
+        torch.device(cfg.device)
+    except (RuntimeError, TypeError):
+        _fail("device", cfg.device, "a torch device such as 'cpu', 'cuda' or 'cuda:0'")
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["goal=0.7", "model=cnn"]`` into typed overrides of the config.
+
+    Values are read as JSON where they parse (numbers, ``true``, ``null``, lists), else
+    as strings; the config's validation then checks them.
+
+    Raises:
+        ValueError: If an item has no ``=``.
+        TypeError: If a key is not a config field.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env-kwargs item {pair!r} is not accepted; accepted: key=value")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = {"True": True, "False": False, "None": None}.get(raw, raw)
+        out[key] = value
+    check_field_names(out)
+    return out

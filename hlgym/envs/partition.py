@@ -1,0 +1,126 @@
+"""Partitioners: which training samples each peer holds.
+
+Every partitioner takes the training labels and a ``numpy.random.Generator`` and returns
+one int64 index array per peer. All but ``hl_reference`` are disjoint across peers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PARTITIONS = ("hl_skew", "hl_reference", "dirichlet", "shards", "iid")
+
+
+def _need(field: str, value: int, available: int, what: str) -> None:
+    if value > available:
+        raise ValueError(f"{field}={value} asks for more samples than the data has: {what} has {available}")
+
+
+def hl_reference(labels: np.ndarray, n_peers: int, n_classes: int, main: int, other: int) -> list[np.ndarray]:
+    """The reference's split, exactly (it overlaps across peers).
+
+    Peer ``n`` takes, in data set order, block ``n // n_classes`` of ``main`` samples of
+    class ``n % n_classes`` and block ``n // n_classes`` of ``other`` samples of every
+    other class together. With 10 peers all peers share the same first ``other`` samples
+    of the other classes, as in the reference.
+    """
+    parts = []
+    for n in range(n_peers):
+        cls = n % n_classes
+        block = n // n_classes
+        main_idx = np.flatnonzero(labels == cls)
+        sub_idx = np.flatnonzero(labels != cls)
+        _need("main_samples", (block + 1) * main, main_idx.size, f"class {cls}")
+        _need("other_samples", (block + 1) * other, sub_idx.size, f"the classes other than {cls}")
+        parts.append(
+            np.concatenate([main_idx[block * main : (block + 1) * main], sub_idx[block * other : (block + 1) * other]])
+        )
+    return parts
+
+
+def hl_skew(
+    labels: np.ndarray, n_peers: int, n_classes: int, main: int, other: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """The reference's skew, disjoint and seeded.
+
+    Peer ``n`` gets ``main`` random samples of class ``n % n_classes`` and ``other``
+    random samples drawn from all other classes together; no sample goes to two peers.
+    """
+    taken = np.zeros(labels.shape[0], dtype=bool)
+    parts = []
+    for n in range(n_peers):
+        cls = n % n_classes
+        free_main = np.flatnonzero(~taken & (labels == cls))
+        _need("main_samples", main, free_main.size, f"class {cls} (after the peers before {n})")
+        main_idx = rng.choice(free_main, size=main, replace=False)
+        taken[main_idx] = True
+        free_other = np.flatnonzero(~taken & (labels != cls))
+        _need("other_samples", other, free_other.size, f"the other classes (after the peers before {n})")
+        sub_idx = rng.choice(free_other, size=other, replace=False)
+        taken[sub_idx] = True
+        parts.append(np.concatenate([main_idx, sub_idx]).astype(np.int64))
+    return parts
+
+
+def _pool(labels: np.ndarray, n_peers: int, samples_per_peer: int | None, rng: np.random.Generator) -> np.ndarray:
+    if samples_per_peer is None:
+        return rng.permutation(labels.shape[0])
+    _need("samples_per_peer * n_peers", samples_per_peer * n_peers, labels.shape[0], "the training set")
+    return rng.permutation(labels.shape[0])[: samples_per_peer * n_peers]
+
+
+def iid(labels: np.ndarray, n_peers: int, samples_per_peer: int | None, rng: np.random.Generator) -> list[np.ndarray]:
+    """Equal random shares of a random pool (``samples_per_peer`` each, or all data)."""
+    pool = _pool(labels, n_peers, samples_per_peer, rng)
+    return [np.sort(p) for p in np.array_split(pool, n_peers)]
+
+
+def shards(
+    labels: np.ndarray,
+    n_peers: int,
+    classes_per_peer: int,
+    samples_per_peer: int | None,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """McMahan et al.'s shards: sort by label, cut into ``n_peers * classes_per_peer``
+    shards, give each peer ``classes_per_peer`` random shards."""
+    pool = _pool(labels, n_peers, samples_per_peer, rng)
+    pool = pool[np.argsort(labels[pool], kind="stable")]
+    cuts = np.array_split(pool, n_peers * classes_per_peer)
+    order = rng.permutation(len(cuts))
+    return [
+        np.sort(np.concatenate([cuts[k] for k in order[n * classes_per_peer : (n + 1) * classes_per_peer]]))
+        for n in range(n_peers)
+    ]
+
+
+def dirichlet(
+    labels: np.ndarray,
+    n_peers: int,
+    n_classes: int,
+    alpha: float,
+    samples_per_peer: int | None,
+    rng: np.random.Generator,
+    min_samples: int = 8,
+    max_tries: int = 100,
+) -> list[np.ndarray]:
+    """Per class, split its samples across peers in ``Dirichlet(alpha)`` proportions.
+
+    Redraws (up to ``max_tries`` times) until every peer holds at least ``min_samples``.
+    """
+    pool = _pool(labels, n_peers, samples_per_peer, rng)
+    for _ in range(max_tries):
+        parts: list[list[np.ndarray]] = [[] for _ in range(n_peers)]
+        for c in range(n_classes):
+            idx = pool[labels[pool] == c]
+            shares = rng.dirichlet(np.full(n_peers, alpha))
+            cut = (np.cumsum(shares)[:-1] * idx.size).astype(np.int64)
+            for n, piece in enumerate(np.split(idx, cut)):
+                parts[n].append(piece)
+        result = [np.sort(np.concatenate(p)) for p in parts]
+        if min(r.size for r in result) >= min_samples:
+            return result
+    raise ValueError(
+        f"dirichlet_alpha={alpha} left a peer with fewer than {min_samples} samples in {max_tries} draws; "
+        "use a larger dirichlet_alpha or samples_per_peer"
+    )

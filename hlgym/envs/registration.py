@@ -1,0 +1,50 @@
+"""The registered environment ids and their presets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from hlgym.envs.config import PeerSelectionConfig
+
+ENTRY_POINT = "hlgym.envs.peer_selection:PeerSelectionEnv"
+
+# The reference (yuweisunn/homogeneous-learning-tensorflow), fact by fact: see docs/architecture.md.
+_HL_REFERENCE: dict[str, Any] = {
+    "n_peers": 10,
+    "partition": "hl_reference",
+    "main_samples": 400,
+    "other_samples": 100,
+    "topology": "hl_random",
+    "topology_scale": 0.1,
+    "model": "cnn",
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "adam_eps": 1e-7,
+    "local_epochs": 1,
+    "batch_size": 32,
+    "per_peer_optimizer": True,
+    "goal": 0.8,
+    "reward_base": 32.0,
+    "cost_weight": 1.0,
+    "max_rounds": 36,
+    "start_peer": 0,
+    "first_round_at_start": True,
+    "observation": "hl_pca",
+    "pca_components": 10,
+}
+
+PRESETS: dict[str, PeerSelectionConfig] = {
+    # The embedded default: scikit-learn's digits, no download; see README "Presets".
+    "hlgym/PeerSelection-v0": PeerSelectionConfig(),
+    "hlgym/HL-MNIST-v0": PeerSelectionConfig(dataset="mnist", **_HL_REFERENCE),
+    "hlgym/HL-FashionMNIST-v0": PeerSelectionConfig(dataset="fashion_mnist", **_HL_REFERENCE),
+}
+
+
+def register_envs() -> None:
+    """Register every id in :data:`PRESETS` with Gymnasium (idempotent)."""
+    for env_id, config in PRESETS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs={"config": config})

@@ -1,0 +1,160 @@
+"""Inner-loop learning: build, train and evaluate the peer models.
+
+Every random draw (initial weights, batch order) comes from a ``torch.Generator`` that
+the caller seeds, so two calls with equally seeded generators give the same weights bit
+for bit on CPU. No global RNG is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hlgym.models.cnn import HLCNN
+from hlgym.models.mlp import MLP
+
+MODELS = ("cnn", "mlp")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def build_model(
+    name: str,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    generator: torch.Generator,
+    hidden_units: int = 64,
+) -> nn.Module:
+    """Build an inner model with Keras' default initialisation.
+
+    Keras initialises kernels Glorot-uniform and biases to zero; we do the same so the
+    reference's learning curves are reproduced.
+
+    Args:
+        name: ``"cnn"`` (the reference's network) or ``"mlp"``.
+        input_shape: Shape of one input, ``(channels, height, width)``.
+        n_classes: Number of classes.
+        generator: Source of the initial weights.
+        hidden_units: Hidden width of the MLP (ignored by the CNN).
+
+    Returns:
+        The model, in training mode, on the CPU.
+    """
+    model: nn.Module
+    if name == "cnn":
+        model = HLCNN(input_shape, n_classes)
+    elif name == "mlp":
+        model = MLP(input_shape, n_classes, hidden_units)
+    else:
+        raise ValueError(f"model={name!r} is not known; accepted: {', '.join(MODELS)}")
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            nn.init.xavier_uniform_(module.weight, generator=generator)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+def make_optimizer(
+    name: str, params: list[nn.Parameter], lr: float, adam_eps: float
+) -> torch.optim.Optimizer:
+    """The local optimizer of one peer.
+
+    Args:
+        name: ``"adam"`` or ``"sgd"``.
+        params: The parameters it updates.
+        lr: Learning rate.
+        adam_eps: Adam's epsilon (Keras' default is 1e-7, PyTorch's 1e-8).
+    """
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, eps=adam_eps)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    raise ValueError(f"optimizer={name!r} is not known; accepted: {', '.join(OPTIMIZERS)}")
+
+
+def local_train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> float:
+    """Train ``model`` on one peer's data, reshuffled every epoch as Keras' ``fit`` does.
+
+    Args:
+        model: The travelling model; updated in place.
+        optimizer: The peer's optimizer, bound to ``model``'s parameters.
+        x: Inputs, ``(n, channels, height, width)``.
+        y: Integer labels, ``(n,)``.
+        epochs: Passes over the data.
+        batch_size: Samples per gradient step; the last batch may be smaller.
+        generator: Source of the batch order.
+
+    Returns:
+        The mean training loss of the last epoch.
+    """
+    model.train()
+    n = x.shape[0]
+    last = 0.0
+    for _ in range(epochs):
+        # The generator lives on the CPU so a CUDA run draws the same batches as a CPU run.
+        order = torch.randperm(n, generator=generator).to(x.device)
+        total = torch.zeros((), device=x.device)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * idx.numel()
+        last = float(total) / n
+    return last
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy and mean cross-entropy of a model on a labelled set."""
+
+    accuracy: float
+    loss: float
+
+
+def per_sample_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy and correctness of every sample, without gradients.
+
+    Returns:
+        ``(loss, correct)``, both of shape ``(n,)``; ``correct`` is 0/1 as float.
+    """
+    model.eval()
+    losses = []
+    hits = []
+    with torch.inference_mode():
+        for start in range(0, x.shape[0], batch_size):
+            logits = model(x[start : start + batch_size])
+            target = y[start : start + batch_size]
+            losses.append(F.cross_entropy(logits, target, reduction="none"))
+            hits.append((logits.argmax(dim=1) == target).float())
+    return torch.cat(losses), torch.cat(hits)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> EvalResult:
+    """Accuracy and mean loss of ``model`` on ``(x, y)``."""
+    loss, hits = per_sample_loss(model, x, y)
+    return EvalResult(accuracy=float(hits.mean()), loss=float(loss.mean()))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters (what one transfer of the model moves)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def flat_weights(model: nn.Module) -> torch.Tensor:
+    """All parameters concatenated into one 1-D tensor (a copy)."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny configurations that keep the default test run fast."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import hlgym  # noqa: F401  (registers the ids)
+from hlgym.envs import DataNotFoundError, load_dataset
+from hlgym.envs.registration import PRESETS
+
+# Overrides that shrink any preset to a few milliseconds per step.
+TINY: dict[str, Any] = {"max_rounds": 4}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests never reach for OpenML, whatever the machine's network.
+    monkeypatch.setenv("HLGYM_OFFLINE", "1")
+
+
+def tiny_overrides(env_id: str) -> dict[str, Any]:
+    """Overrides for ``env_id`` that run in the test budget, with synthetic data when the
+    real files are not on this machine."""
+    cfg = PRESETS[env_id]
+    kw = dict(TINY)
+    if cfg.dataset in ("mnist", "fashion_mnist"):
+        try:
+            load_dataset(cfg.dataset, cfg.data_dir)
+        except DataNotFoundError:
+            kw["dataset"] = "synthetic"
+        # The reference split (400 + 100 per peer) on fewer samples, same code path.
+        kw.update(main_samples=40, other_samples=10)
+    return kw
