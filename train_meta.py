@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import itertools
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 
@@ -77,10 +78,10 @@ def _field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
-    for stmt, nxt in zip(body, body[1:]):
-        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-                docs[stmt.target.id] = " ".join(str(nxt.value.value).split())
+    for stmt, nxt in itertools.pairwise(body):
+        is_field = isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+        if is_field and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[stmt.target.id] = " ".join(str(nxt.value.value).split())
     return docs
 
 
@@ -93,6 +94,8 @@ def make_agent(algo: str, seed: int) -> Agent:
     module_name, sep, class_name = algo.partition(":")
     if not sep or not module_name or not class_name:
         raise SystemExit(f"--algo {algo!r} is not accepted; accepted: {', '.join(BASELINES)} or module:Class")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # plug-ins next to where the user runs the command
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:

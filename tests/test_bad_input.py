@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -28,15 +29,18 @@ from hlgym.envs.config import parse_overrides
         ("reward_base", 1.0, "a number > 1"),
         ("lr", -1.0, "a number > 0"),
         ("start_peer", 10, "<= 9"),
-        ("pca_components", 11, "<= 10"),
+        ("pca_components", 11, "<= 10"),  # with observation="hl_pca", below
         ("offline_prob", 1.0, "[0, 1)"),
         ("per_peer_optimizer", 1, "True or False"),
         ("device", "tpu9", "a torch device"),
     ],
 )
 def test_bad_config_values(field: str, value: object, accepted: str) -> None:
+    kwargs: dict[str, Any] = {field: value}
+    if field == "pca_components":
+        kwargs["observation"] = "hl_pca"
     with pytest.raises(ValueError) as err:
-        PeerSelectionConfig(**{field: value})
+        PeerSelectionConfig(**kwargs)
     text = str(err.value)
     assert text.startswith(f"{field}=") and accepted in text
 
@@ -87,7 +91,9 @@ def test_data_folder_without_idx_files(tmp_path: Path) -> None:
         load_dataset("mnist", data_dir=str(tmp_path))
 
 
-def test_missing_data_says_where_it_looked_and_how_to_provide_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_data_says_where_it_looked_and_how_to_provide_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr("hlgym.envs.datasets._SYSTEM_DIRS", {"mnist": (tmp_path / "nowhere",)})
     with pytest.raises(DataNotFoundError) as err:

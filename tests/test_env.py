@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -32,9 +33,12 @@ def test_sb3_check_env(env_id: str) -> None:
     sb3_check_env(env.unwrapped, warn=False)
 
 
-def rollout(env: gym.Env, seed: int, actions: list[int]) -> list[tuple]:
+Step = tuple[np.ndarray, Any, dict[str, Any]]
+
+
+def rollout(env: gym.Env[Any, Any], seed: int, actions: list[int]) -> list[Step]:
     obs, info = env.reset(seed=seed)
-    out = [(obs.copy(), None, info)]
+    out: list[Step] = [(obs.copy(), None, info)]
     for a in actions:
         obs, reward, terminated, truncated, info = env.step(a)
         out.append((obs.copy(), reward, info))
@@ -43,9 +47,9 @@ def rollout(env: gym.Env, seed: int, actions: list[int]) -> list[tuple]:
     return out
 
 
-def assert_same(a: list[tuple], b: list[tuple]) -> None:
+def assert_same(a: list[Step], b: list[Step]) -> None:
     assert len(a) == len(b)
-    for (oa, ra, ia), (ob, rb, ib) in zip(a, b):
+    for (oa, ra, ia), (ob, rb, ib) in zip(a, b, strict=True):
         np.testing.assert_array_equal(oa, ob)
         assert ra == rb
         assert ia.keys() == ib.keys()
@@ -63,7 +67,7 @@ def test_same_seed_same_trajectory(env_id: str) -> None:
     b = rollout(gym.make(env_id, **tiny_overrides(env_id)), 7, actions)
     assert_same(a, b)
     c = rollout(gym.make(env_id, **tiny_overrides(env_id)), 8, actions)
-    assert any(not np.array_equal(x[0], y[0]) for x, y in zip(a, c)), "a different seed changed nothing"
+    assert any(not np.array_equal(x[0], y[0]) for x, y in zip(a, c, strict=False)), "a different seed changed nothing"
 
 
 def test_pickle_round_trip() -> None:
@@ -219,5 +223,7 @@ def test_user_matrix_topology() -> None:
 def test_config_object_and_overrides() -> None:
     cfg = PeerSelectionConfig(n_peers=4, goal=0.5)
     env = gym.make("hlgym/PeerSelection-v0", config=cfg, max_rounds=2)
-    assert env.unwrapped.config.n_peers == 4 and env.unwrapped.config.max_rounds == 2
-    assert env.action_space.n == 4
+    base = env.unwrapped
+    assert isinstance(base, PeerSelectionEnv)
+    assert base.config.n_peers == 4 and base.config.max_rounds == 2
+    assert env.action_space == gym.spaces.Discrete(4)

@@ -144,9 +144,7 @@ def run_episode(agent: Agent, env: gym.Env[Any, Any], seed: int) -> EpisodeRecor
     return rec
 
 
-def evaluate(
-    agent: Agent, env: gym.Env[Any, Any], episodes: int, seed: int = 0, progress: bool = False
-) -> Evaluation:
+def evaluate(agent: Agent, env: gym.Env[Any, Any], episodes: int, seed: int = 0, progress: bool = False) -> Evaluation:
     """Run ``episodes`` episodes with seeds ``seed, seed + 1, ...``.
 
     Args:

@@ -72,9 +72,10 @@ class GreedyNearestAgent:
             self._history.append(holder)
         window = self.window if self.window is not None else costs.size - 1
         recent = set(self._history[-window:])
-        candidates = [p for p in np.flatnonzero(mask) if p not in recent]
+        online = [int(p) for p in np.flatnonzero(mask)]
+        candidates = [p for p in online if p not in recent]
         if not candidates:
-            candidates = [p for p in np.flatnonzero(mask) if p != holder] or [holder]
+            candidates = [p for p in online if p != holder] or [holder]
         return int(min(candidates, key=lambda p: (costs[p], p)))
 
 

@@ -1,7 +1,7 @@
 """The environment and what it is built from."""
 
 from hlgym.envs.config import PeerSelectionConfig
-from hlgym.envs.datasets import Dataset, DataNotFoundError, load_dataset
+from hlgym.envs.datasets import DataNotFoundError, Dataset, load_dataset
 from hlgym.envs.peer_selection import PeerSelectionEnv
 from hlgym.envs.registration import PRESETS
 

@@ -19,6 +19,7 @@ from hlgym.envs.topology import TOPOLOGIES, validate_matrix
 from hlgym.models.training import MODELS, OPTIMIZERS
 
 Matrix = tuple[tuple[float, ...], ...]
+MatrixLike = Sequence[Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class PeerSelectionConfig:
     """``shards``: shards (about one class each) per peer."""
 
     # --- topology ---------------------------------------------------------------
-    topology: str | Matrix = "hl_random"
+    topology: str | MatrixLike = "hl_random"
     """``"hl_random"`` (the reference's fixed matrix), ``"euclidean"`` (random positions,
     redrawn each episode) or an ``n_peers x n_peers`` symmetric, non-negative matrix with a
     zero diagonal [distance units]."""
@@ -77,7 +78,7 @@ class PeerSelectionConfig:
     per-peer Keras models do; False shares one optimizer state that travels with the model."""
 
     # --- reward and episode ---------------------------------------------------------
-    goal: float = 0.85
+    goal: float = 0.86
     """Target test accuracy in (0, 1]; the episode terminates when it is reached."""
     reward_base: float = 32.0
     """``base`` of the reward ``base ** (acc - goal) - cost_weight * hop_cost - 1``; > 1."""
@@ -207,7 +208,8 @@ def _validate(cfg: PeerSelectionConfig) -> None:
     _int(cfg, "max_rounds", 1 + int(cfg.first_round_at_start is True))
     _int(cfg, "start_peer", 0, cfg.n_peers - 1)
     _choice(cfg, "observation", OBSERVATIONS)
-    _int(cfg, "pca_components", 1, cfg.n_peers)
+    if cfg.observation == "hl_pca":
+        _int(cfg, "pca_components", 1, cfg.n_peers)
     _int(cfg, "probe_size", 1)
     _real(cfg, "offline_prob", "a number in [0, 1)", lambda v: 0 <= v < 1)
     try:

@@ -37,7 +37,9 @@ def euclidean(n_peers: int, rng: np.random.Generator, scale: float = 0.1) -> tup
     return d, pos
 
 
-def validate_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, n_peers: int, field: str = "topology") -> np.ndarray:
+def validate_matrix(
+    matrix: Sequence[Sequence[float]] | np.ndarray, n_peers: int, field: str = "topology"
+) -> np.ndarray:
     """Check a user's distance matrix and return it as a float64 array.
 
     Raises:
@@ -49,7 +51,9 @@ def validate_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, n_peers: int
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{field}: a distance matrix must be numeric, got {matrix!r}") from exc
     if d.shape != (n_peers, n_peers):
-        raise ValueError(f"{field}: a distance matrix must be n_peers x n_peers = {n_peers}x{n_peers}, got shape {d.shape}")
+        raise ValueError(
+            f"{field}: a distance matrix must be n_peers x n_peers = {n_peers}x{n_peers}, got shape {d.shape}"
+        )
     if not np.all(np.isfinite(d)):
         raise ValueError(f"{field}: a distance matrix must be finite, got {d.tolist()}")
     if np.any(d < 0):
@@ -57,7 +61,9 @@ def validate_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, n_peers: int
         raise ValueError(f"{field}: distances must be non-negative, got {d[i, j]} at [{i}][{j}]")
     if not np.allclose(d, d.T, rtol=0.0, atol=1e-12):
         i, j = np.argwhere(~np.isclose(d, d.T, rtol=0.0, atol=1e-12))[0]
-        raise ValueError(f"{field}: a distance matrix must be symmetric, got [{i}][{j}]={d[i, j]} but [{j}][{i}]={d[j, i]}")
+        raise ValueError(
+            f"{field}: a distance matrix must be symmetric, got [{i}][{j}]={d[i, j]} but [{j}][{i}]={d[j, i]}"
+        )
     if np.any(np.diag(d) != 0):
         i = int(np.flatnonzero(np.diag(d))[0])
         raise ValueError(f"{field}: the diagonal must be zero, got [{i}][{i}]={d[i, i]}")
