@@ -1,37 +1,20 @@
-"""Run folders: atomic writes and the results table that train_meta.py prints."""
+"""Run folders: results, the results table, and the per-episode training log."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
-import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from hlgym.agents.base import Evaluation
+from hlgym.atomic import write_bytes_atomic, write_json_atomic
+
+__all__ = ["EpisodeLog", "evaluation_to_dict", "format_table", "read_episodes", "reduction", "write_json_atomic"]
 
 RESULTS_SCHEMA_VERSION = 1
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write JSON so that a crash leaves either the old file or the new one, never half.
-
-    The text goes to a temporary file in the same folder, is flushed to disk, then
-    replaces ``path`` in one rename.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def evaluation_to_dict(evaluation: Evaluation) -> dict[str, Any]:
@@ -70,3 +53,80 @@ def format_table(results: dict[str, Evaluation], reference: str = "random") -> s
             f"{100 * s['reached_goal'].mean:>7.0f}% {red_r:>9} {red_c:>8}"
         )
     return "\n".join(lines)
+
+
+EPISODE_FIELDS = (
+    "episode",
+    "timesteps",
+    "rounds",
+    "comm_cost",
+    "bytes_sent",
+    "final_accuracy",
+    "reached_goal",
+    "return",
+    "wall_time_s",
+)
+
+
+class EpisodeLog:
+    """The per-episode training records of a run: ``episodes.csv`` and SB3's ``monitor.csv``.
+
+    Rows are appended and flushed one by one, so a killed run keeps every finished
+    episode. On resume, ``keep`` rows (the episodes the checkpoint had seen) are kept and
+    the rest, which the resumed run will play again, are dropped, atomically.
+
+    Args:
+        run_dir: The run folder.
+        keep: None starts both files afresh; an integer keeps that many rows.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], keep: int | None = None) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.episodes_path = self.dir / "episodes.csv"
+        self.monitor_path = self.dir / "monitor.csv"
+        self._start = time.time()
+        # monitor.csv as SB3's Monitor writes it: a JSON comment line, then r,l,t.
+        monitor_head = f"#{json.dumps({'t_start': self._start, 'env_id': 'hlgym'})}\nr,l,t\n"
+        self.n_rows = 0
+        for path, head in ((self.episodes_path, ",".join(EPISODE_FIELDS) + "\n"), (self.monitor_path, monitor_head)):
+            if keep is None or not path.exists():
+                write_bytes_atomic(path, head.encode())
+            else:
+                lines = path.read_text().splitlines(keepends=True)
+                n_head = head.count("\n")
+                rows = lines[n_head : n_head + keep]
+                if len(rows) < keep:
+                    raise RuntimeError(f"{path} holds {len(rows)} episodes but the checkpoint counted {keep}")
+                write_bytes_atomic(path, "".join(lines[:n_head] + rows).encode())
+        self.n_rows = 0 if keep is None else keep
+        self._episodes = self.episodes_path.open("a", newline="")
+        self._monitor = self.monitor_path.open("a", newline="")
+        self._writer = csv.DictWriter(self._episodes, fieldnames=EPISODE_FIELDS)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Write one finished episode (keys of :data:`EPISODE_FIELDS`; ``episode`` is set here)."""
+        row = {**row, "episode": self.n_rows}
+        self._writer.writerow({k: row[k] for k in EPISODE_FIELDS})
+        self._episodes.flush()
+        self._monitor.write(f"{row['return']},{row['rounds']},{row['wall_time_s']}\n")
+        self._monitor.flush()
+        self.n_rows += 1
+
+    def elapsed(self) -> float:
+        """Seconds since this log was opened."""
+        return time.time() - self._start
+
+    def close(self) -> None:
+        """Close both files."""
+        self._episodes.close()
+        self._monitor.close()
+
+
+def read_episodes(run_dir: str | os.PathLike[str]) -> list[dict[str, float]]:
+    """The rows of a run's ``episodes.csv`` as numbers."""
+    with (Path(run_dir) / "episodes.csv").open(newline="") as fh:
+        return [
+            {k: float(v == "True") if v in ("True", "False") else float(v) for k, v in r.items()}
+            for r in csv.DictReader(fh)
+        ]

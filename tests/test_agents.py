@@ -131,3 +131,11 @@ def test_train_meta_cli_bad_input(tmp_path: Path, args: list[str], message: str)
         train_meta.main(["--no-progress", "--out", str(tmp_path / "run"), *args])
     assert message in str(err.value)
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_records_count_the_forced_first_round() -> None:
+    env = gym.make("hlgym/PeerSelection-v0", first_round_at_start=True, max_rounds=4, goal=1.0)
+    rec = evaluate(RoundRobinAgent(), env, episodes=1).records[0]
+    assert rec.forced_rounds == 1 and rec.rounds == 4
+    assert len(rec.route) == rec.rounds - rec.forced_rounds + 1 == len(rec.accuracy)
+    assert rec.route[0] == 0 and len(rec.positions) == 10 and len(rec.main_classes) == 10

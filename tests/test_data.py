@@ -143,3 +143,14 @@ def test_topologies() -> None:
     p = mds_positions(e)
     rebuilt = np.linalg.norm(p[:, None] - p[None], axis=-1)
     np.testing.assert_allclose(rebuilt, e, atol=1e-9)
+
+
+def test_hl_skew_never_runs_out_of_main_samples() -> None:
+    # The default preset's split on the digits labels, over many seeds: "other" draws of
+    # early peers must not take a later peer's main samples (a crash seen mid-training).
+    from hlgym.envs import load_dataset
+
+    labels = load_dataset("digits").y_train.numpy()
+    for seed in range(300):
+        parts = partition.hl_skew(labels, 10, 10, 50, 50, np.random.default_rng(seed))
+        assert all((labels[p] == n).sum() >= 50 for n, p in enumerate(parts))

@@ -2,6 +2,7 @@
 
 from hlgym.agents.base import Agent, EpisodeRecord, Evaluation, Stat, evaluate, run_episode, summarize
 from hlgym.agents.baselines import BASELINES, GreedyNearestAgent, RandomAgent, RoundRobinAgent
+from hlgym.agents.hl_dqn import HLDQNAgent
 
 __all__ = [
     "BASELINES",
@@ -9,6 +10,7 @@ __all__ = [
     "EpisodeRecord",
     "Evaluation",
     "GreedyNearestAgent",
+    "HLDQNAgent",
     "RandomAgent",
     "RoundRobinAgent",
     "Stat",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -35,14 +35,19 @@ class EpisodeRecord:
 
     Attributes:
         seed: The ``reset`` seed.
-        route: The holder after each round, starting with the start peer.
-        accuracy: Test accuracy after each round (index 0: before any round).
+        route: The holder after ``reset`` and after each step.
+        accuracy: Test accuracy after ``reset`` and after each step.
         hop_costs: Hop cost paid in each round [distance units].
         rewards: Reward of each round.
         rounds: Rounds played.
         comm_cost: Total hop cost [distance units].
         bytes_sent: Total model bytes moved.
         reached_goal: Whether the accuracy reached the goal (terminated).
+        forced_rounds: Rounds the environment played inside ``reset`` (1 with
+            ``first_round_at_start``); ``rounds`` counts them, ``route`` starts after them.
+        positions: 2-D layout of the peers (the topology's positions, else MDS of its
+            distances), for drawing the route.
+        main_classes: Each peer's most frequent class.
     """
 
     seed: int
@@ -54,6 +59,9 @@ class EpisodeRecord:
     comm_cost: float = 0.0
     bytes_sent: int = 0
     reached_goal: bool = False
+    forced_rounds: int = 0
+    positions: list[list[float]] = field(default_factory=list)
+    main_classes: list[int] = field(default_factory=list)
 
     @property
     def final_accuracy(self) -> float:
@@ -66,11 +74,17 @@ class EpisodeRecord:
         return math.fsum(self.rewards)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form (with ``final_accuracy`` and ``return`` added)."""
         out = asdict(self)
         out["final_accuracy"] = self.final_accuracy
         out["return"] = self.episode_return
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpisodeRecord:
+        """Inverse of :meth:`to_dict` (derived keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -125,9 +139,15 @@ def run_episode(agent: Agent, env: gym.Env[Any, Any], seed: int) -> EpisodeRecor
     """Play one episode of ``agent`` in ``env`` from ``reset(seed=seed)``."""
     agent.reset()
     obs, info = env.reset(seed=seed)
-    rec = EpisodeRecord(seed=seed, route=[int(info["holder"])], accuracy=[float(info["accuracy"])])
-    if info["round"] > 0:  # the env played forced rounds in reset (first_round_at_start)
-        rec.rounds = int(info["round"])
+    base = env.unwrapped
+    rec = EpisodeRecord(
+        seed=seed,
+        route=[int(info["holder"])],
+        accuracy=[float(info["accuracy"])],
+        positions=np.asarray(getattr(base, "positions", np.zeros((0, 2)))).tolist(),
+        main_classes=[int(c) for c in getattr(base, "main_classes", [])],
+    )
+    rec.forced_rounds = int(info["round"])  # rounds the env played in reset (first_round_at_start)
     done = False
     while not done:
         action = int(agent.act(obs, info))

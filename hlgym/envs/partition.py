@@ -46,19 +46,24 @@ def hl_skew(
     Peer ``n`` gets ``main`` random samples of class ``n % n_classes`` and ``other``
     random samples drawn from all other classes together; no sample goes to two peers.
     """
+    # Main samples first, for every peer, so that no peer's "other" draws can eat into a
+    # later peer's main class.
     taken = np.zeros(labels.shape[0], dtype=bool)
-    parts = []
+    mains = []
     for n in range(n_peers):
         cls = n % n_classes
         free_main = np.flatnonzero(~taken & (labels == cls))
         _need("main_samples", main, free_main.size, f"class {cls} (after the peers before {n})")
         main_idx = rng.choice(free_main, size=main, replace=False)
         taken[main_idx] = True
-        free_other = np.flatnonzero(~taken & (labels != cls))
+        mains.append(main_idx)
+    parts = []
+    for n in range(n_peers):
+        free_other = np.flatnonzero(~taken & (labels != n % n_classes))
         _need("other_samples", other, free_other.size, f"the other classes (after the peers before {n})")
         sub_idx = rng.choice(free_other, size=other, replace=False)
         taken[sub_idx] = True
-        parts.append(np.concatenate([main_idx, sub_idx]).astype(np.int64))
+        parts.append(np.concatenate([mains[n], sub_idx]).astype(np.int64))
     return parts
 
 

@@ -1,0 +1,279 @@
+"""The figures: each takes records (or training rows) and returns matplotlib objects.
+
+Every function draws into ``ax`` when given one, so users can compose their own figures;
+without it a new Figure is made. Colours follow the Okabe-Ito palette (colour-blind safe),
+and lines also differ in style so a grey-scale print still tells policies apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from scipy import stats
+
+from hlgym.agents.base import EpisodeRecord
+
+# Okabe & Ito (2008), "Color Universal Design".
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+LINESTYLES = ("-", "--", "-.", ":")
+UNITS = ("distance", "bytes")
+Records = Mapping[str, Sequence[EpisodeRecord]]
+
+
+def _check(records_by_policy: Records) -> None:
+    if not records_by_policy:
+        raise ValueError("records_by_policy is empty; give at least one policy with records")
+    for name, recs in records_by_policy.items():
+        if not recs:
+            raise ValueError(f"records_by_policy[{name!r}] is empty; evaluate at least one episode")
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 4.0)) -> Axes:
+    if ax is not None:
+        return ax
+    return Figure(figsize=figsize, layout="constrained").add_subplot()
+
+
+def style(i: int) -> dict[str, Any]:
+    """Colour and line style of the ``i``-th policy."""
+    return {"color": PALETTE[i % len(PALETTE)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+
+
+def _bytes_per_hop(rec: EpisodeRecord) -> float:
+    moves = sum(1 for a, b in zip(rec.route[:-1], rec.route[1:], strict=True) if a != b)
+    return rec.bytes_sent / moves if moves else 0.0
+
+
+def cumulative_cost(rec: EpisodeRecord, unit: str = "distance") -> np.ndarray:
+    """Cumulative communication cost after each round of one episode (index 0: 0).
+
+    Args:
+        rec: The episode.
+        unit: ``"distance"`` (the topology's units) or ``"bytes"`` (model bytes sent).
+    """
+    if unit not in UNITS:
+        raise ValueError(f"unit={unit!r} is not accepted; accepted: {', '.join(UNITS)}")
+    if unit == "distance":
+        steps = np.asarray(rec.hop_costs, dtype=np.float64)
+    else:
+        size = _bytes_per_hop(rec)
+        steps = np.array([size if a != b else 0.0 for a, b in zip(rec.route[:-1], rec.route[1:], strict=True)])
+    return np.concatenate([[0.0], np.cumsum(steps)])
+
+
+def _mean_band(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% t-interval per round over episodes of different lengths.
+
+    An episode that ended keeps its last value (no more cost is spent once the goal is
+    reached), so every round averages over all episodes.
+    """
+    length = max(r.size for r in rows)
+    grid = np.stack([np.concatenate([r, np.full(length - r.size, r[-1])]) for r in rows])
+    mean = grid.mean(axis=0)
+    if len(rows) < 2:
+        return mean, mean, mean
+    half = stats.t.ppf(0.975, len(rows) - 1) * grid.std(axis=0, ddof=1) / np.sqrt(len(rows))
+    return mean, mean - half, mean + half
+
+
+def _cost_label(unit: str) -> str:
+    return (
+        "cumulative communication cost [distance units]" if unit == "distance" else "cumulative model bytes sent [MB]"
+    )
+
+
+def comm_cost_curves(records_by_policy: Records, ax: Axes | None = None, unit: str = "distance") -> Axes:
+    """Cumulative communication cost against round, one line per policy with a 95% band
+    across episodes (an episode that ended keeps its total); a star marks the mean round
+    at which episodes reached the goal.
+
+    Args:
+        records_by_policy: Episode records by policy name.
+        ax: Axes to draw into; a new figure's when None.
+        unit: ``"distance"`` or ``"bytes"`` (shown in MB).
+    """
+    _check(records_by_policy)
+    ax = _axes(ax)
+    scale = 1e-6 if unit == "bytes" else 1.0
+    for i, (name, recs) in enumerate(records_by_policy.items()):
+        mean, lo, hi = _mean_band([cumulative_cost(r, unit) * scale for r in recs])
+        first = recs[0].forced_rounds
+        rounds = np.arange(first, first + mean.size)
+        st = style(i)
+        ax.plot(rounds, mean, label=name, **st)
+        ax.fill_between(rounds, lo, hi, color=st["color"], alpha=0.18, linewidth=0)
+        reached = [r.rounds for r in recs if r.reached_goal]
+        if reached:
+            at = float(np.mean(reached))
+            k = min(round(at) - first, mean.size - 1)
+            ax.plot([at], [mean[k]], marker="*", markersize=12, color=st["color"], linestyle="none")
+    ax.plot([], [], marker="*", color="gray", linestyle="none", label="mean goal round")
+    ax.set_xlabel("round")
+    ax.set_ylabel(_cost_label(unit))
+    ax.set_title("Communication cost per round (mean, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    return ax
+
+
+def accuracy_vs_cost(records_by_policy: Records, ax: Axes | None = None, unit: str = "distance") -> Axes:
+    """Test accuracy against cumulative communication cost (the trade-off curve): every
+    episode faint, the per-round mean of each policy bold."""
+    _check(records_by_policy)
+    ax = _axes(ax)
+    scale = 1e-6 if unit == "bytes" else 1.0
+    for i, (name, recs) in enumerate(records_by_policy.items()):
+        st = style(i)
+        costs = [cumulative_cost(r, unit) * scale for r in recs]
+        accs = [np.asarray(r.accuracy, dtype=np.float64) for r in recs]
+        for c, a in zip(costs, accs, strict=True):
+            ax.plot(c, a, color=st["color"], alpha=0.15, linewidth=0.8)
+        ax.plot(_mean_band(costs)[0], _mean_band(accs)[0], label=name, linewidth=2, **st)
+    ax.set_xlabel(_cost_label(unit))
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy against communication")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    return ax
+
+
+def distributions(records_by_policy: Records, fig: Figure | None = None, unit: str = "distance") -> Figure:
+    """Rounds played and total communication cost per policy as box plots, means as diamonds."""
+    _check(records_by_policy)
+    fig = fig or Figure(figsize=(9.0, 4.0), layout="constrained")
+    ax_r, ax_c = fig.subplots(1, 2)
+    names = list(records_by_policy)
+    scale = 1e-6 if unit == "bytes" else 1.0
+    panels = (
+        (ax_r, "rounds", [[float(r.rounds) for r in records_by_policy[n]] for n in names]),
+        (
+            ax_c,
+            _cost_label(unit).replace("cumulative ", "total "),
+            [[float(cumulative_cost(r, unit)[-1]) * scale for r in records_by_policy[n]] for n in names],
+        ),
+    )
+    for ax, label, data in panels:
+        box = ax.boxplot(data, patch_artist=True, widths=0.6)
+        ax.set_xticks(range(1, len(names) + 1), names)
+        for i, patch in enumerate(box["boxes"]):
+            patch.set_facecolor(style(i)["color"])
+            patch.set_alpha(0.35)
+        for i, values in enumerate(data):
+            ax.plot(i + 1, np.mean(values), marker="D", color=style(i)["color"], markeredgecolor="black")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
+    ax_r.plot([], [], marker="D", color="gray", markeredgecolor="black", linestyle="none", label="mean")
+    ax_r.legend(frameon=False)
+    fig.suptitle("Rounds and communication per episode")
+    return fig
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing moving average (shorter at the start), the same length as ``values``."""
+    v = np.asarray(values, dtype=np.float64)
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    idx = np.arange(1, v.size + 1)
+    lo = np.maximum(idx - window, 0)
+    return np.asarray((c[idx] - c[lo]) / (idx - lo))
+
+
+TRAINING_PANELS = (
+    ("return", "episode return"),
+    ("rounds", "rounds"),
+    ("comm_cost", "communication cost [distance units]"),
+    ("final_accuracy", "final test accuracy"),
+)
+
+
+def training_curves(
+    runs: Mapping[str, Sequence[Mapping[str, float]]], fig: Figure | None = None, window: int = 50
+) -> Figure:
+    """Meta-training curves over episodes: return, rounds, comm cost and final accuracy,
+    raw (faint) and smoothed over ``window`` episodes, one colour per run.
+
+    Args:
+        runs: Training rows (``episodes.csv``) by run name.
+        fig: Figure to draw into.
+        window: Moving-average window [episodes].
+    """
+    if not runs or any(not rows for rows in runs.values()):
+        raise ValueError("runs is empty or holds a run without training episodes (episodes.csv has no rows)")
+    fig = fig or Figure(figsize=(10.0, 6.5), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True).ravel()
+    for i, (name, rows) in enumerate(runs.items()):
+        st = style(i)
+        episodes = np.arange(len(rows))
+        for ax, (key, label) in zip(axes, TRAINING_PANELS, strict=True):
+            values = [float(r[key]) for r in rows]
+            ax.plot(episodes, values, color=st["color"], alpha=0.2, linewidth=0.6)
+            ax.plot(episodes, smooth(values, window), label=name, linewidth=1.8, **st)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+    for ax in axes[2:]:
+        ax.set_xlabel("training episode")
+    axes[0].legend(frameon=False)
+    fig.suptitle(f"Meta-training (raw and {window}-episode mean)")
+    return fig
+
+
+def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", title: str | None = None) -> Axes:
+    """One episode's route on the topology: peers at their layout positions, coloured by
+    main class, hops as numbered arrows whose width grows with the hop's cost."""
+    if not rec.positions:
+        raise ValueError(
+            "the record has no peer positions (records from hlgym < 0.1 or a custom env); cannot draw the route"
+        )
+    ax = _axes(ax, (5.5, 5.0))
+    pos = np.asarray(rec.positions, dtype=np.float64)
+    classes = np.asarray(rec.main_classes) if rec.main_classes else np.zeros(len(pos), dtype=int)
+    hops = np.diff(cumulative_cost(rec, unit))
+    widest = hops.max() if hops.size and hops.max() > 0 else 1.0
+    for k, (a, b) in enumerate(zip(rec.route[:-1], rec.route[1:], strict=True), start=1):
+        if a == b:
+            continue
+        ax.annotate(
+            "",
+            xy=pos[b],
+            xytext=pos[a],
+            arrowprops={
+                "arrowstyle": "-|>",
+                "color": "0.35",
+                "lw": 0.6 + 3.0 * hops[k - 1] / widest,
+                "alpha": 0.7,
+                "shrinkA": 9,
+                "shrinkB": 9,
+            },
+        )
+        mid = (pos[a] + pos[b]) / 2
+        ax.text(
+            mid[0],
+            mid[1],
+            str(k + rec.forced_rounds),
+            fontsize=7,
+            color="0.15",
+            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7},
+        )
+    for c in np.unique(classes):
+        sel = classes == c
+        ax.scatter(
+            pos[sel, 0],
+            pos[sel, 1],
+            s=260,
+            color=PALETTE[int(c) % len(PALETTE)],
+            marker="os^Dv<>p"[int(c) // len(PALETTE) % 8],
+            edgecolor="black",
+            zorder=3,
+            label=f"class {c}",
+        )
+    for i, (x, y) in enumerate(pos):
+        ax.text(x, y, str(i), ha="center", va="center", fontsize=8, color="white", fontweight="bold", zorder=4)
+    ax.set_title(title or f"Route of episode seed {rec.seed}: {rec.rounds} rounds, cost {rec.comm_cost:.3f}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(title="main class", fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return ax

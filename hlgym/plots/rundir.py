@@ -1,0 +1,127 @@
+"""Reading run folders and drawing every figure they support."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from hlgym.agents.base import EpisodeRecord
+from hlgym.plots import figures
+from hlgym.runs import read_episodes
+
+FORMATS = ("png", "svg", "pdf")
+
+
+@dataclass
+class Run:
+    """What a run folder holds for plotting.
+
+    Attributes:
+        path: The folder.
+        env_id: The environment id it ran on.
+        env_config: The resolved environment config.
+        records: Evaluation records by policy name (from ``results.json``).
+        training: Training rows (from ``episodes.csv``), empty if it trained nothing.
+    """
+
+    path: Path
+    env_id: str
+    env_config: dict[str, Any]
+    records: dict[str, list[EpisodeRecord]] = field(default_factory=dict)
+    training: list[dict[str, float]] = field(default_factory=list)
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run folder written by ``train_meta.py``.
+
+    Raises:
+        FileNotFoundError: If the folder or its ``results.json`` is missing (the message
+            names the file).
+    """
+    path = Path(path)
+    results_file = path / "results.json"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a run folder (no such directory)")
+    if not results_file.is_file():
+        raise FileNotFoundError(
+            f"{results_file} is missing: the run has not finished its evaluation (train_meta.py writes it last)"
+        )
+    results = json.loads(results_file.read_text())
+    records = {
+        name: [EpisodeRecord.from_dict(ep) for ep in pol["episodes"]] for name, pol in results["policies"].items()
+    }
+    training = read_episodes(path) if (path / "episodes.csv").is_file() else []
+    return Run(path, results["env_id"], results["env_config"], records, training)
+
+
+def merge(runs: list[Run]) -> dict[str, list[EpisodeRecord]]:
+    """Overlay the policies of several runs of the same environment.
+
+    A policy whose records repeat one already taken (the baselines, evaluated on the same
+    seeds) is kept once; a different policy of the same name is labelled with its run.
+
+    Raises:
+        ValueError: If the runs are of different environments or configs.
+    """
+    first = runs[0]
+    for run in runs[1:]:
+        if run.env_id != first.env_id or run.env_config != first.env_config:
+            diff = sorted(k for k in first.env_config if first.env_config.get(k) != run.env_config.get(k))
+            raise ValueError(
+                f"records of different envs cannot be overlaid: {first.path} is {first.env_id} and {run.path} is "
+                f"{run.env_id}" + (f"; config fields that differ: {', '.join(diff)}" if diff else "")
+            )
+    merged: dict[str, list[EpisodeRecord]] = {}
+    for run in runs:
+        for name, recs in run.records.items():
+            if name in merged:
+                if [r.to_dict() for r in merged[name]] == [r.to_dict() for r in recs]:
+                    continue
+                name = f"{name} [{run.path.name}]"
+            merged[name] = recs
+    return merged
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write a figure (Agg, no display needed)."""
+    FigureCanvasAgg(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_runs(run_dirs: list[str | Path], out: str | Path, fmt: str = "png", unit: str = "distance") -> list[Path]:
+    """Draw every figure the run folders support into ``out``; returns the files.
+
+    Figures: ``comm_cost``, ``accuracy_vs_cost``, ``distributions`` (from the
+    evaluations), ``training`` (when a run trained), ``route_<policy>`` (the first
+    evaluation episode of each policy of the first run).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r} is not accepted; accepted: {', '.join(FORMATS)}")
+    if not run_dirs:
+        raise ValueError("give at least one run folder")
+    runs = [load_run(p) for p in run_dirs]
+    records = merge(runs)
+    out = Path(out)
+    files = []
+    ax = figures.comm_cost_curves(records, unit=unit)
+    files.append(save(ax.get_figure(root=True), out / f"comm_cost.{fmt}"))  # type: ignore[arg-type]
+    ax = figures.accuracy_vs_cost(records, unit=unit)
+    files.append(save(ax.get_figure(root=True), out / f"accuracy_vs_cost.{fmt}"))  # type: ignore[arg-type]
+    files.append(save(figures.distributions(records, unit=unit), out / f"distributions.{fmt}"))
+    trained = {r.path.name: r.training for r in runs if r.training}
+    if trained:
+        window = max(1, min(50, min(len(v) for v in trained.values()) // 10))
+        files.append(save(figures.training_curves(trained, window=window), out / f"training.{fmt}"))
+    for name, recs in runs[0].records.items():
+        if recs and recs[0].positions:
+            ax = figures.route(recs[0], unit=unit, title=f"{name}: seed {recs[0].seed}, {recs[0].rounds} rounds")
+            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+            files.append(save(ax.get_figure(root=True), out / f"route_{safe}.{fmt}"))  # type: ignore[arg-type]
+    return files

@@ -1,0 +1,164 @@
+"""Every figure renders headless from records of a real short evaluation; the CLI on a
+real run folder; the bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import matplotlib
+import numpy as np
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from hlgym import plots
+from hlgym.agents import EpisodeRecord, GreedyNearestAgent, RandomAgent, evaluate
+
+matplotlib.use("Agg")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def records() -> dict[str, list[EpisodeRecord]]:
+    env = gym.make("hlgym/PeerSelection-v0", max_rounds=8, goal=0.5)
+    return {
+        "random": evaluate(RandomAgent(seed=0), env, 3, seed=50).records,
+        "greedy": evaluate(GreedyNearestAgent(), env, 3, seed=50).records,
+    }
+
+
+def not_blank(path: Path) -> None:
+    image = matplotlib.image.imread(path)
+    assert image.std() > 0.02, f"{path} looks blank"
+
+
+def legend_labels(ax: Axes) -> set[str]:
+    legend = ax.get_legend()
+    assert legend is not None
+    return {t.get_text() for t in legend.get_texts()}
+
+
+@pytest.mark.parametrize("unit", ["distance", "bytes"])
+def test_comm_cost_curves(records: dict[str, list[EpisodeRecord]], tmp_path: Path, unit: str) -> None:
+    ax = plots.comm_cost_curves(records, unit=unit)
+    assert {"random", "greedy"} <= legend_labels(ax)
+    assert ax.get_xlabel() == "round" and ax.get_ylabel()
+    # The plotted mean at round 0 is 0 and it never decreases.
+    y = np.asarray(ax.get_lines()[0].get_ydata(), dtype=float)
+    assert y[0] == 0 and np.all(np.diff(y) >= 0)
+    fig = ax.get_figure()
+    assert isinstance(fig, Figure)
+    fig.savefig(tmp_path / "c.png")
+    not_blank(tmp_path / "c.png")
+
+
+def test_cumulative_cost_in_both_units(records: dict[str, list[EpisodeRecord]]) -> None:
+    rec = records["greedy"][0]
+    np.testing.assert_allclose(plots.cumulative_cost(rec)[-1], rec.comm_cost)
+    assert plots.cumulative_cost(rec, "bytes")[-1] == pytest.approx(rec.bytes_sent)
+
+
+def test_other_figures(records: dict[str, list[EpisodeRecord]], tmp_path: Path) -> None:
+    ax = plots.accuracy_vs_cost(records)
+    assert {"random", "greedy"} <= legend_labels(ax) and ax.get_ylabel() == "test accuracy"
+    fig = plots.distributions(records)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["random", "greedy"] and fig.axes[0].get_ylabel() == "rounds"
+    ax = plots.route(records["greedy"][0])
+    assert any(t.get_text() == "1" for t in ax.texts)  # hop numbers
+    assert any(label.startswith("class") for label in legend_labels(ax))
+    rows = [{"return": -float(i), "rounds": 30.0 - i, "comm_cost": 1.0, "final_accuracy": 0.8} for i in range(20)]
+    fig = plots.training_curves({"run": rows}, window=5)
+    assert len(fig.axes) == 4 and all(a.get_ylabel() for a in fig.axes)
+    for i, f in enumerate([ax.get_figure(), fig]):
+        assert isinstance(f, Figure)
+        f.savefig(tmp_path / f"{i}.png")
+        not_blank(tmp_path / f"{i}.png")
+
+
+def test_bad_input(records: dict[str, list[EpisodeRecord]], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="records_by_policy is empty"):
+        plots.comm_cost_curves({})
+    with pytest.raises(ValueError, match=r"records_by_policy\['x'\] is empty"):
+        plots.accuracy_vs_cost({"x": []})
+    with pytest.raises(ValueError, match="unit='watts' is not accepted"):
+        plots.cumulative_cost(records["random"][0], "watts")
+    with pytest.raises(FileNotFoundError, match=r"results\.json is missing"):
+        plots.load_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match="is not a run folder"):
+        plots.load_run(tmp_path / "nope")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "ppo"
+    import train_meta
+
+    train_meta.main(
+        [
+            "--no-progress",
+            "--algo",
+            "ppo",
+            "--timesteps",
+            "128",
+            "--n-envs",
+            "1",
+            "--eval-episodes",
+            "2",
+            "--out",
+            str(out),
+            "--env-kwargs",
+            "max_rounds=6",
+        ]
+    )
+    return out
+
+
+def test_train_meta_draws_plots(run_dir: Path) -> None:
+    names = {p.name for p in (run_dir / "plots").iterdir()}
+    assert {"comm_cost.png", "accuracy_vs_cost.png", "distributions.png", "training.png", "route_ppo.png"} <= names
+    for p in (run_dir / "plots").iterdir():
+        not_blank(p)
+
+
+def test_cli_overlays_runs_and_rejects_mixed_envs(run_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    results = json.loads((other / "results.json").read_text())
+    results["policies"]["ppo"]["episodes"][0]["rounds"] += 1  # a different policy of the same name
+    (other / "results.json").write_text(json.dumps(results))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hlgym.plots",
+            str(run_dir),
+            str(other),
+            "--out",
+            str(tmp_path / "figs"),
+            "--format",
+            "svg",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "figs" / "comm_cost.svg").stat().st_size > 0
+    merged = plots.merge([plots.load_run(run_dir), plots.load_run(other)])
+    assert list(merged) == ["ppo", "random", "round_robin", "greedy", "ppo [other]"]  # baselines once
+    results["env_config"]["goal"] = 0.5
+    (other / "results.json").write_text(json.dumps(results))
+    proc = subprocess.run(
+        [sys.executable, "-m", "hlgym.plots", str(run_dir), str(other), "--out", str(tmp_path / "figs2")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode != 0 and "records of different envs cannot be overlaid" in proc.stderr
+    assert "goal" in proc.stderr
