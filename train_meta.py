@@ -212,7 +212,7 @@ def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], out: 
     venv = sb3.make_vec_env(_make_env_fn(args.env, config), args.n_envs, env_seed)
     if meta is not None:
         model, meta = sb3.load_checkpoint(args.algo, ckpt_dir, venv, args.device)
-        log = EpisodeLog(out, keep=int(meta["episodes"]))
+        log = EpisodeLog(out, keep=int(meta["episodes"]), env_id=args.env)
         print(f"resuming {out} at step {meta['timesteps']} ({meta['episodes']} episodes logged)")
     else:
         try:
@@ -222,7 +222,7 @@ def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], out: 
         model = sb3.algorithm_class(args.algo)(
             policy, venv, seed=args.seed, device=args.device, tensorboard_log=str(out / "tb"), verbose=0, **hp
         )
-        log = EpisodeLog(out)
+        log = EpisodeLog(out, env_id=args.env)
     callbacks = [sb3.EpisodeLogCallback(log, config.goal), sb3.CheckpointCallback(ckpt_dir, args.checkpoint_every, log)]
     try:
         remaining = args.timesteps - model.num_timesteps
@@ -251,13 +251,13 @@ def train_hl_dqn(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], ou
     ckpt = out / "checkpoints" / "hl_dqn.pt"
     if args.resume and ckpt.exists():
         agent = HLDQNAgent.load(ckpt)
-        log = EpisodeLog(out, keep=agent.episodes)
+        log = EpisodeLog(out, keep=agent.episodes, env_id=args.env)
         print(f"resuming {out} at step {agent.timesteps} ({agent.episodes} episodes)")
     else:
         shape = env.observation_space.shape
         assert shape is not None
         agent = HLDQNAgent(math.prod(shape), config.n_peers, seed=args.seed, **hp)
-        log = EpisodeLog(out)
+        log = EpisodeLog(out, env_id=args.env)
     last_ckpt = agent.timesteps
 
     def on_episode(rec: Any, ag: HLDQNAgent) -> None:

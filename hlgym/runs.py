@@ -78,16 +78,17 @@ class EpisodeLog:
     Args:
         run_dir: The run folder.
         keep: None starts both files afresh; an integer keeps that many rows.
+        env_id: Written into monitor.csv's header, as SB3's Monitor does.
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], keep: int | None = None) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], keep: int | None = None, env_id: str = "") -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.episodes_path = self.dir / "episodes.csv"
         self.monitor_path = self.dir / "monitor.csv"
         self._start = time.time()
         # monitor.csv as SB3's Monitor writes it: a JSON comment line, then r,l,t.
-        monitor_head = f"#{json.dumps({'t_start': self._start, 'env_id': 'hlgym'})}\nr,l,t\n"
+        monitor_head = f"#{json.dumps({'t_start': self._start, 'env_id': env_id})}\nr,l,t\n"
         self.n_rows = 0
         for path, head in ((self.episodes_path, ",".join(EPISODE_FIELDS) + "\n"), (self.monitor_path, monitor_head)):
             if keep is None or not path.exists():

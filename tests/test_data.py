@@ -154,3 +154,14 @@ def test_hl_skew_never_runs_out_of_main_samples() -> None:
     for seed in range(300):
         parts = partition.hl_skew(labels, 10, 10, 50, 50, np.random.default_rng(seed))
         assert all((labels[p] == n).sum() >= 50 for n, p in enumerate(parts))
+
+
+def test_stratified_subset_keeps_the_class_shares() -> None:
+    labels = np.repeat(np.arange(4), [100, 200, 300, 400])
+    idx = partition.stratified_subset(labels, 100, np.random.default_rng(0))
+    assert idx.size == np.unique(idx).size == 100
+    np.testing.assert_array_equal(np.bincount(labels[idx]), [10, 20, 30, 40])
+    idx = partition.stratified_subset(labels, 7, np.random.default_rng(0))
+    assert idx.size == 7 and np.bincount(labels[idx], minlength=4).min() >= 0
+    with pytest.raises(ValueError, match="eval_samples=1001 asks for more samples than the data has"):
+        partition.stratified_subset(labels, 1001, np.random.default_rng(0))

@@ -227,3 +227,18 @@ def test_config_object_and_overrides() -> None:
     assert isinstance(base, PeerSelectionEnv)
     assert base.config.n_peers == 4 and base.config.max_rounds == 2
     assert env.action_space == gym.spaces.Discrete(4)
+
+
+def test_eval_samples_rewards_on_a_fixed_subset() -> None:
+    env = PeerSelectionEnv(eval_samples=100, max_rounds=5)
+    _, info = env.reset(seed=0)
+    assert len(env._y_test) == 100
+    share = np.bincount(env._y_test_full.numpy()) / len(env._y_test_full)
+    assert np.abs(np.bincount(env._y_test.numpy()) - 100 * share).max() < 1  # stratified
+    _, _, _, _, info = env.step(3)
+    assert info["accuracy"] * 100 == pytest.approx(round(info["accuracy"] * 100), abs=1e-4)  # a share of 100 images
+    assert 0.0 <= env.full_test_accuracy() <= 1.0
+    other = PeerSelectionEnv(eval_samples=100)
+    np.testing.assert_array_equal(other._y_test.numpy(), env._y_test.numpy())  # the same subset in every env
+    with pytest.raises(ValueError, match="eval_samples=0 is not accepted"):
+        PeerSelectionEnv(eval_samples=0)

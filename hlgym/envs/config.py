@@ -84,6 +84,10 @@ class PeerSelectionConfig:
     """``base`` of the reward ``base ** (acc - goal) - cost_weight * hop_cost - 1``; > 1."""
     cost_weight: float = 1.0
     """Weight of the hop cost in the reward; >= 0."""
+    eval_samples: int | None = None
+    """Test images the reward's accuracy is measured on: a fixed, class-stratified subset
+    (the same for every episode), or None for the whole test set. A subset of n images
+    adds sampling noise of about sqrt(acc * (1 - acc) / n) to the accuracy (README)."""
     max_rounds: int = 36
     """Rounds per episode before truncation (the reference stops after round 36)."""
     start_peer: int = 0
@@ -211,6 +215,8 @@ def _validate(cfg: PeerSelectionConfig) -> None:
     if cfg.observation == "hl_pca":
         _int(cfg, "pca_components", 1, cfg.n_peers)
     _int(cfg, "probe_size", 1)
+    if cfg.eval_samples is not None:
+        _int(cfg, "eval_samples", 1)
     _real(cfg, "offline_prob", "a number in [0, 1)", lambda v: 0 <= v < 1)
     try:
         torch.device(cfg.device)

@@ -67,6 +67,22 @@ def hl_skew(
     return parts
 
 
+def stratified_subset(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` indices whose class shares match ``labels``' (largest remainders), sorted.
+
+    Raises:
+        ValueError: If ``size`` exceeds the number of labels.
+    """
+    _need("eval_samples", size, labels.shape[0], "the test set")
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * size / labels.shape[0]
+    take = np.floor(exact).astype(np.int64)
+    extra = np.argsort(-(exact - take), kind="stable")[: size - int(take.sum())]
+    take[extra] += 1
+    picks = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(picks)).astype(np.int64)
+
+
 def _pool(labels: np.ndarray, n_peers: int, samples_per_peer: int | None, rng: np.random.Generator) -> np.ndarray:
     if samples_per_peer is None:
         return rng.permutation(labels.shape[0])

@@ -130,8 +130,15 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         self._memory_format = fmt
         self._x_train = data.x_train.to(self._device).contiguous(memory_format=fmt)
         self._y_train = data.y_train.to(self._device)
-        self._x_test = data.x_test.to(self._device).contiguous(memory_format=fmt)
-        self._y_test = data.y_test.to(self._device)
+        self._x_test_full = data.x_test.to(self._device).contiguous(memory_format=fmt)
+        self._y_test_full = data.y_test.to(self._device)
+        self._x_test, self._y_test = self._x_test_full, self._y_test_full
+        if self.config.eval_samples is not None:
+            # Fixed seed: the same subset for every episode, so accuracies are comparable.
+            keep = partition.stratified_subset(data.y_test.numpy(), self.config.eval_samples, np.random.default_rng(0))
+            index = torch.from_numpy(keep).to(self._device)
+            self._x_test = self._x_test_full[index].contiguous(memory_format=fmt)
+            self._y_test = self._y_test_full[index]
         self._labels = data.y_train.numpy()
 
     def _partition(self, rng: np.random.Generator) -> list[np.ndarray]:
@@ -149,7 +156,7 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
     def __getstate__(self) -> dict[str, Any]:
         # The data set is shared and cached per process: reload it rather than pickle it.
         state = self.__dict__.copy()
-        for key in ("_data", "_x_train", "_y_train", "_x_test", "_y_test", "_labels"):
+        for key in ("_data", "_x_train", "_y_train", "_x_test", "_y_test", "_x_test_full", "_y_test_full", "_labels"):
             state.pop(key)
         return state
 
@@ -255,6 +262,11 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         # [s] wall time of the last step's phases, read by bench/bench_env.py
         self.last_timing = {"train": t1 - t0, "evaluate": t2 - t1, "observe": time.perf_counter() - t2}
         return obs, reward, terminated, truncated, self._info(terms, delivered, hop)
+
+    def full_test_accuracy(self) -> float:
+        """Accuracy of the current model on the whole test set (for final reports when the
+        reward uses ``eval_samples``)."""
+        return evaluate(self._model, self._x_test_full, self._y_test_full).accuracy
 
     def action_masks(self) -> np.ndarray:
         """Peers that can receive the model this round (for sb3-contrib's MaskablePPO)."""
