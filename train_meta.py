@@ -20,7 +20,6 @@ import ast
 import dataclasses
 import importlib
 import inspect
-import io
 import itertools
 import json
 import math
@@ -234,13 +233,11 @@ def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], out: 
                 reset_num_timesteps=meta is None,
                 tb_log_name="run",
             )
-        sb3.save_checkpoint(model, ckpt_dir, log.n_rows)
+        final = sb3.save_checkpoint(model, ckpt_dir, log.n_rows)
     finally:
         log.close()
         venv.close()
-    buf = io.BytesIO()
-    model.save(buf)
-    write_bytes_atomic(out / "model.zip", buf.getvalue())
+    write_bytes_atomic(out / "model.zip", final.read_bytes())
     return sb3.SB3Agent(model)
 
 

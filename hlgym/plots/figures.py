@@ -157,7 +157,7 @@ def distributions(records_by_policy: Records, fig: Figure | None = None, unit: s
         ),
     )
     for ax, label, data in panels:
-        box = ax.boxplot(data, patch_artist=True, widths=0.6)
+        box = ax.boxplot(data, patch_artist=True, widths=0.6, medianprops={"color": "black"})
         ax.set_xticks(range(1, len(names) + 1), names)
         for i, patch in enumerate(box["boxes"]):
             patch.set_facecolor(style(i)["color"])
