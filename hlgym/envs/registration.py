@@ -39,7 +39,7 @@ PRESETS: dict[str, PeerSelectionConfig] = {
     # The embedded default: scikit-learn's digits, no download; see README "Presets".
     "hlgym/PeerSelection-v0": PeerSelectionConfig(),
     "hlgym/HL-MNIST-v0": PeerSelectionConfig(dataset="mnist", **_HL_REFERENCE),
-    # Goal 0.65, measured (README "Presets"): the reference's settings reach about 0.6 by
+    # Goal 0.65, measured (README "Registered ids"): the reference's settings reach about 0.6 by
     # round 20 and peak near 0.67-0.69 by round 36 under a random route.
     "hlgym/HL-FashionMNIST-v0": PeerSelectionConfig(dataset="fashion_mnist", **{**_HL_REFERENCE, "goal": 0.65}),
 }
