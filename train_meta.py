@@ -256,21 +256,26 @@ def train_hl_dqn(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], ou
         agent = HLDQNAgent(math.prod(shape), config.n_peers, seed=args.seed, **hp)
         log = EpisodeLog(out, env_id=args.env)
     last_ckpt = agent.timesteps
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = SummaryWriter(str(out / "tb" / "hl_dqn"))
 
     def on_episode(rec: Any, ag: HLDQNAgent) -> None:
         nonlocal last_ckpt
-        log.append(
-            {
-                "timesteps": ag.timesteps,
-                "rounds": rec.rounds,
-                "comm_cost": rec.comm_cost,
-                "bytes_sent": rec.bytes_sent,
-                "final_accuracy": rec.final_accuracy,
-                "reached_goal": rec.reached_goal,
-                "return": rec.episode_return,
-                "wall_time_s": round(log.elapsed(), 3),
-            }
-        )
+        row = {
+            "timesteps": ag.timesteps,
+            "rounds": rec.rounds,
+            "comm_cost": rec.comm_cost,
+            "bytes_sent": rec.bytes_sent,
+            "final_accuracy": rec.final_accuracy,
+            "reached_goal": rec.reached_goal,
+            "return": rec.episode_return,
+            "wall_time_s": round(log.elapsed(), 3),
+        }
+        log.append(row)
+        for key in ("rounds", "comm_cost", "bytes_sent", "final_accuracy", "reached_goal", "return"):
+            tb.add_scalar(f"hl/{key}", float(row[key]), ag.timesteps)
+        tb.add_scalar("hl/epsilon", ag.epsilon, ag.timesteps)
         if ag.timesteps - last_ckpt >= args.checkpoint_every:
             ag.save(ckpt)  # after the row: the log never holds fewer episodes than the checkpoint
             last_ckpt = ag.timesteps
@@ -281,6 +286,7 @@ def train_hl_dqn(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], ou
         agent.save(ckpt)
     finally:
         log.close()
+        tb.close()
         env.close()
     agent.save(out / "model.pt")
     return agent
