@@ -270,11 +270,11 @@ def train_hl_dqn(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], ou
             "final_accuracy": rec.final_accuracy,
             "reached_goal": rec.reached_goal,
             "return": rec.episode_return,
-            "wall_time_s": round(log.elapsed(), 3),
         }
         log.append(row)
-        for key in ("rounds", "comm_cost", "bytes_sent", "final_accuracy", "reached_goal", "return"):
-            tb.add_scalar(f"hl/{key}", float(row[key]), ag.timesteps)
+        for key, value in row.items():
+            if key != "timesteps":
+                tb.add_scalar(f"hl/{key}", float(value), ag.timesteps)
         tb.add_scalar("hl/epsilon", ag.epsilon, ag.timesteps)
         if ag.timesteps - last_ckpt >= args.checkpoint_every:
             ag.save(ckpt)  # after the row: the log never holds fewer episodes than the checkpoint

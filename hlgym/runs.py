@@ -105,18 +105,16 @@ class EpisodeLog:
         self._monitor = self.monitor_path.open("a", newline="")
         self._writer = csv.DictWriter(self._episodes, fieldnames=EPISODE_FIELDS)
 
-    def append(self, row: dict[str, Any]) -> None:
-        """Write one finished episode (keys of :data:`EPISODE_FIELDS`; ``episode`` is set here)."""
-        row = {**row, "episode": self.n_rows}
+    def append(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Write one finished episode: the keys of :data:`EPISODE_FIELDS` but ``episode`` and
+        ``wall_time_s``, which are set here. Returns the row as written."""
+        row = {**row, "episode": self.n_rows, "wall_time_s": round(time.time() - self._start, 3)}
         self._writer.writerow({k: row[k] for k in EPISODE_FIELDS})
         self._episodes.flush()
         self._monitor.write(f"{row['return']},{row['rounds']},{row['wall_time_s']}\n")
         self._monitor.flush()
         self.n_rows += 1
-
-    def elapsed(self) -> float:
-        """Seconds since this log was opened."""
-        return time.time() - self._start
+        return row
 
     def close(self) -> None:
         """Close both files."""

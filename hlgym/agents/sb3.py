@@ -92,11 +92,11 @@ class EpisodeLogCallback(BaseCallback):
                 "final_accuracy": float(info["accuracy"]),
                 "reached_goal": bool(info["accuracy"] >= self.goal),
                 "return": float(info["episode"]["r"]),
-                "wall_time_s": round(self.log.elapsed(), 3),
             }
             self.log.append(row)
-            for key in ("rounds", "comm_cost", "bytes_sent", "final_accuracy", "reached_goal"):
-                self.logger.record_mean(f"hl/{key}", float(row[key]))
+            for key, value in row.items():
+                if key != "timesteps":
+                    self.logger.record_mean(f"hl/{key}", float(value))
         return True
 
 
