@@ -50,11 +50,10 @@ def forward_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
     return total
 
 
-def step_flops(env: PeerSelectionEnv, peer: int) -> float:
+def step_flops(env: PeerSelectionEnv, peer: int, per_sample: int) -> float:
     """Arithmetic of one step at ``peer``: training (forward + backward, about 3x a forward)
     on its data, evaluation of the reward's test images, and the probes."""
     cfg = env.config
-    per_sample = forward_flops(env._model, env._data.input_shape)
     trained = 3 * per_sample * len(env._peer_y[peer]) * cfg.local_epochs
     evaluated = per_sample * (len(env._y_test) + (len(env._probe_y) if cfg.observation == "peer_features" else 0))
     return float(trained + evaluated)
@@ -108,10 +107,12 @@ def bench(env_id: str, steps: int, seed: int = 0, **overrides: Any) -> dict[str,
     totals: list[float] = []
     phases: dict[str, list[float]] = {"train": [], "evaluate": [], "observe": []}
     holder = 1
+    # The architecture is fixed for the env, so its per-sample cost is counted once.
+    per_sample = forward_flops(base._model, base._data.input_shape)
     flops: list[float] = []
     for _ in range(steps):
         holder = (holder + 1) % n
-        flops.append(step_flops(base, holder))
+        flops.append(step_flops(base, holder, per_sample))
         t = time.perf_counter()
         _, _, terminated, truncated, _ = env.step(holder)
         totals.append(time.perf_counter() - t)
