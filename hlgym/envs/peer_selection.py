@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
-from typing import Any, SupportsFloat
+from typing import Any, NamedTuple, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -27,6 +28,38 @@ from hlgym.models.training import (
 )
 
 BYTES_PER_PARAM = 4  # float32 weights travel
+_NO_REWARD = {"accuracy": 0.0, "communication": 0.0, "step": 0.0}  # reset's info["rewards"]
+
+
+class _Move(NamedTuple):
+    """One round's dispatch: who held the model, where it was sent, the hop paid."""
+
+    prev: int
+    peer: int
+    hop: float
+    delivered: bool
+
+
+@functools.lru_cache(maxsize=8)
+def _device_tensors(
+    data: Dataset, device: torch.device, channels_last: bool, eval_samples: int | None
+) -> tuple[torch.Tensor, ...]:
+    """The data set on ``device`` in the models' layout, shared by every env of the process
+    (a vector env's copies would otherwise hold one copy each: 220 MB for Fashion-MNIST).
+
+    Returns:
+        ``x_train, y_train, x_test, y_test`` and the reward's test subset ``x, y``.
+    """
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x_train = data.x_train.to(device).contiguous(memory_format=fmt)
+    x_test = data.x_test.to(device).contiguous(memory_format=fmt)
+    y_train, y_test = data.y_train.to(device), data.y_test.to(device)
+    if eval_samples is None:
+        return x_train, y_train, x_test, y_test, x_test, y_test
+    # Fixed seed: the same subset for every episode, so accuracies are comparable.
+    keep = partition.stratified_subset(data.y_test.numpy(), eval_samples, np.random.default_rng(0))
+    index = torch.from_numpy(keep).to(device)
+    return x_train, y_train, x_test, y_test, x_test[index].contiguous(memory_format=fmt), y_test[index]
 
 
 class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
@@ -128,19 +161,9 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
     def _attach_data(self, data: Dataset) -> None:
         self._data = data
         # Convolutions run faster on CPU in channels-last layout: evaluation about 4x (README "Speed").
-        fmt = torch.channels_last if self.config.model == "cnn" else torch.contiguous_format
-        self._memory_format = fmt
-        self._x_train = data.x_train.to(self._device).contiguous(memory_format=fmt)
-        self._y_train = data.y_train.to(self._device)
-        self._x_test_full = data.x_test.to(self._device).contiguous(memory_format=fmt)
-        self._y_test_full = data.y_test.to(self._device)
-        self._x_test, self._y_test = self._x_test_full, self._y_test_full
-        if self.config.eval_samples is not None:
-            # Fixed seed: the same subset for every episode, so accuracies are comparable.
-            keep = partition.stratified_subset(data.y_test.numpy(), self.config.eval_samples, np.random.default_rng(0))
-            index = torch.from_numpy(keep).to(self._device)
-            self._x_test = self._x_test_full[index].contiguous(memory_format=fmt)
-            self._y_test = self._y_test_full[index]
+        self._memory_format = torch.channels_last if self.config.model == "cnn" else torch.contiguous_format
+        tensors = _device_tensors(data, self._device, self.config.model == "cnn", self.config.eval_samples)
+        self._x_train, self._y_train, self._x_test_full, self._y_test_full, self._x_test, self._y_test = tensors
         self._labels = data.y_train.numpy()
 
     def _partition(self, rng: np.random.Generator) -> list[np.ndarray]:
@@ -177,6 +200,74 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
             seed: Seeds the environment's RNG, which drives every random draw.
             options: Not used; must be None or empty.
         """
+        self._begin_episode(seed, options)
+        self._start_episode(evaluate(self._model, self._x_test, self._y_test).accuracy)
+        if self.config.first_round_at_start:
+            # As the reference: round 1 trains at the starter whatever the policy.
+            return self._forced_first_round(self.step(self.config.start_peer))
+        return self._observe(self._probe_stats()), self._info(dict(_NO_REWARD), delivered=True, hop=0.0)
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Send the model to peer ``action``, train it there, evaluate, and score the round."""
+        move = self._dispatch(action)
+        t0 = time.perf_counter()
+        if move.delivered:
+            before = flat_weights(self._model) if self.config.observation == "hl_pca" else None
+            optimizer = self._optimizers[self._optimizer_index(move.peer)]
+            cfg = self.config
+            x, y = self._peer_x[move.peer], self._peer_y[move.peer]
+            local_train(self._model, optimizer, x, y, cfg.local_epochs, cfg.batch_size, self._gen)
+            after = flat_weights(self._model) if before is not None else None
+            self._trained(move.peer, before, after)
+        else:
+            self._trained(None, None, None)
+        t1 = time.perf_counter()
+        accuracy = evaluate(self._model, self._x_test, self._y_test).accuracy
+        t2 = time.perf_counter()
+        out = self._conclude(move, accuracy, self._probe_stats())
+        # [s] wall time of the last step's phases, read by bench/bench_env.py
+        self.last_timing = {"train": t1 - t0, "evaluate": t2 - t1, "observe": time.perf_counter() - t2}
+        return out
+
+    def full_test_accuracy(self) -> float:
+        """Accuracy of the current model on the whole test set (for final reports when the
+        reward uses ``eval_samples``)."""
+        return evaluate(self._model, self._x_test_full, self._y_test_full).accuracy
+
+    def action_masks(self) -> np.ndarray:
+        """Peers that can receive the model this round (for sb3-contrib's MaskablePPO)."""
+        return self._online.copy()
+
+    def render(self) -> str | np.ndarray | None:
+        """``"ansi"``: one line per round so far. ``"rgb_array"``: the peers on the
+        topology, coloured by main class, and the route so far."""
+        if self.render_mode == "ansi":
+            return "\n".join(self._log)
+        if self.render_mode == "rgb_array":
+            return self._render_rgb()
+        return None
+
+    # ------------------------------------------------------------------ step pipeline
+
+    def _check_action(self, action: Any) -> int:
+        value = np.asarray(action)
+        if value.size != 1 or not np.issubdtype(value.dtype, np.integer):
+            raise ValueError(
+                f"action={action!r} is not accepted; accepted: an integer peer index in [0, {self.config.n_peers - 1}]"
+            )
+        peer = int(value.reshape(()))
+        if not 0 <= peer < self.config.n_peers:
+            raise ValueError(
+                f"action={peer} is not accepted; accepted: an integer peer index in [0, {self.config.n_peers - 1}]"
+            )
+        return peer
+
+    # The phases below are shared with BatchedPeerSelectionVecEnv, which runs the model work
+    # (initial evaluation, local training, evaluation, probes) of many envs in batched calls
+    # between them: everything else about an episode happens here, once.
+
+    def _begin_episode(self, seed: int | None, options: dict[str, Any] | None) -> None:
+        """Draw the episode (peer data, probes, topology, the initial model) from the seed."""
         super().reset(seed=seed)
         if options:
             raise ValueError(f"options={options!r} is not accepted; accepted: None (no reset options)")
@@ -219,110 +310,88 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         self._online = np.ones(n, dtype=bool)
         self._weights_before = flat_weights(self._model)
         self._weights_after = self._weights_before
-        self._accuracy = evaluate(self._model, self._x_test, self._y_test).accuracy
+
+    def _start_episode(self, accuracy: float) -> None:
+        """Open the episode with the initial model's test accuracy."""
+        self._accuracy = accuracy
         self._running = True
         self.route: list[int] = [self._holder]
         self._log = [f"round   0  model at peer {self._holder}  acc {self._accuracy:.4f}"]
-        terms = {"accuracy": 0.0, "communication": 0.0, "step": 0.0}
-        if cfg.first_round_at_start:
-            # As the reference: round 1 trains at the starter whatever the policy.
-            obs, _, terminated, truncated, info = self.step(cfg.start_peer)
-            if terminated or truncated:
-                raise RuntimeError(
-                    f"the forced first round already ended the episode (accuracy {info['accuracy']:.4f}, "
-                    f"goal={cfg.goal}); raise goal or max_rounds"
-                )
-            return obs, info
-        return self._observe(), self._info(terms, delivered=True, hop=0.0)
 
-    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Send the model to peer ``action``, train it there, evaluate, and score the round."""
+    def _forced_first_round(
+        self, result: tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, _, terminated, truncated, info = result
+        if terminated or truncated:
+            raise RuntimeError(
+                f"the forced first round already ended the episode (accuracy {info['accuracy']:.4f}, "
+                f"goal={self.config.goal}); raise goal or max_rounds"
+            )
+        return obs, info
+
+    def _optimizer_index(self, peer: int) -> int:
+        return peer if self.config.per_peer_optimizer else 0
+
+    def _dispatch(self, action: Any) -> _Move:
+        """Check the action and pay the hop; the model moves unless the peer is offline."""
         peer = self._check_action(action)
         if not self._running:
             raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
         prev = self._holder
-        t0 = time.perf_counter()
-        hop, delivered = self._transfer(peer)
-        if delivered:
-            self._train_at(peer)
-        else:
-            self._weights_before = self._weights_after  # nothing trained: every peer holds the same model
-        t1 = time.perf_counter()
-        self._accuracy = evaluate(self._model, self._x_test, self._y_test).accuracy
-        t2 = time.perf_counter()
-        reward, terms = self._reward(self._accuracy, hop)
-        terminated = self._accuracy >= self.config.goal
-        truncated = not terminated and self._round >= self.config.max_rounds
-        self._running = not (terminated or truncated)
-        self._draw_online()
-        self._log.append(
-            f"round {self._round:3d}  {prev:>2} -> {peer:<2}{'' if delivered else ' (offline)'}  "
-            f"hop {hop:.4f}  comm {self._comm_cost:.4f}  acc {self._accuracy:.4f}  reward {reward:+.4f}"
-        )
-        obs = self._observe()
-        # [s] wall time of the last step's phases, read by bench/bench_env.py
-        self.last_timing = {"train": t1 - t0, "evaluate": t2 - t1, "observe": time.perf_counter() - t2}
-        return obs, reward, terminated, truncated, self._info(terms, delivered, hop)
-
-    def full_test_accuracy(self) -> float:
-        """Accuracy of the current model on the whole test set (for final reports when the
-        reward uses ``eval_samples``)."""
-        return evaluate(self._model, self._x_test_full, self._y_test_full).accuracy
-
-    def action_masks(self) -> np.ndarray:
-        """Peers that can receive the model this round (for sb3-contrib's MaskablePPO)."""
-        return self._online.copy()
-
-    def render(self) -> str | np.ndarray | None:
-        """``"ansi"``: one line per round so far. ``"rgb_array"``: the peers on the
-        topology, coloured by main class, and the route so far."""
-        if self.render_mode == "ansi":
-            return "\n".join(self._log)
-        if self.render_mode == "rgb_array":
-            return self._render_rgb()
-        return None
-
-    # ------------------------------------------------------------------ step pipeline
-
-    def _check_action(self, action: Any) -> int:
-        value = np.asarray(action)
-        if value.size != 1 or not np.issubdtype(value.dtype, np.integer):
-            raise ValueError(
-                f"action={action!r} is not accepted; accepted: an integer peer index in [0, {self.config.n_peers - 1}]"
-            )
-        peer = int(value.reshape(()))
-        if not 0 <= peer < self.config.n_peers:
-            raise ValueError(
-                f"action={peer} is not accepted; accepted: an integer peer index in [0, {self.config.n_peers - 1}]"
-            )
-        return peer
-
-    def _transfer(self, peer: int) -> tuple[float, bool]:
-        """Pay the hop; the model moves unless the peer is offline."""
-        hop = float(self.distances[self._holder, peer])
+        hop = float(self.distances[prev, peer])
         self._comm_cost += hop
-        if peer != self._holder:
+        if peer != prev:
             self._bytes_sent += self.n_params * BYTES_PER_PARAM
         self._round += 1
         delivered = bool(self._online[peer])
         if delivered:
             self._holder = peer
         self.route.append(self._holder)
-        return hop, delivered
+        return _Move(prev, peer, hop, delivered)
 
-    def _train_at(self, peer: int) -> None:
-        cfg = self.config
-        if cfg.observation == "hl_pca":
-            # The reference's state is taken after local training, before the broadcast.
-            self._weights_before = flat_weights(self._model)
-        optimizer = self._optimizers[peer if cfg.per_peer_optimizer else 0]
-        local_train(
-            self._model, optimizer, self._peer_x[peer], self._peer_y[peer], cfg.local_epochs, cfg.batch_size, self._gen
-        )
-        if cfg.observation == "hl_pca":
-            self._weights_after = flat_weights(self._model)
+    def _trained(self, peer: int | None, before: torch.Tensor | None, after: torch.Tensor | None) -> None:
+        """Record local training at ``peer`` (None: the peer was offline, nothing trained).
+
+        ``before`` / ``after`` are the flat weights around the training, needed by ``hl_pca``
+        only: the reference's state is taken after local training, before the broadcast.
+        """
+        if peer is None:
+            self._weights_before = self._weights_after  # every peer holds the same model
+            return
+        if before is not None and after is not None:
+            self._weights_before, self._weights_after = before, after
         self._last_visit[peer] = self._round
         self._visits[peer] += 1
+
+    def _conclude(
+        self, move: _Move, accuracy: float, probe: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Score the round given the new model's test accuracy and (``peer_features``) its
+        per-peer probe loss and accuracy."""
+        self._accuracy = accuracy
+        reward, terms = self._reward(accuracy, move.hop)
+        terminated = accuracy >= self.config.goal
+        truncated = not terminated and self._round >= self.config.max_rounds
+        self._running = not (terminated or truncated)
+        self._draw_online()
+        self._log.append(
+            f"round {self._round:3d}  {move.prev:>2} -> {move.peer:<2}{'' if move.delivered else ' (offline)'}  "
+            f"hop {move.hop:.4f}  comm {self._comm_cost:.4f}  acc {accuracy:.4f}  reward {reward:+.4f}"
+        )
+        return self._observe(probe), reward, terminated, truncated, self._info(terms, move.delivered, move.hop)
+
+    def _probe_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Mean loss and accuracy of the current model on each peer's probe (``peer_features``)."""
+        if self.config.observation != "peer_features":
+            return None
+        loss, hits = per_sample_loss(self._model, self._probe_x, self._probe_y)
+        return self._per_peer_means(loss, hits)
+
+    def _per_peer_means(self, loss: torch.Tensor, hits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.diff(np.append(self._probe_starts, loss.shape[0]))
+        probe_loss = np.add.reduceat(loss.cpu().numpy(), self._probe_starts) / counts
+        probe_acc = np.add.reduceat(hits.cpu().numpy(), self._probe_starts) / counts
+        return probe_loss, probe_acc
 
     def _reward(self, accuracy: float, hop: float) -> tuple[float, dict[str, float]]:
         cfg = self.config
@@ -339,17 +408,15 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
             self._online = self.np_random.random(self.config.n_peers) >= p
             self._online[self._holder] = True
 
-    def _observe(self) -> np.ndarray:
+    def _observe(self, probe: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         cfg, n = self.config, self.config.n_peers
         if cfg.observation == "hl_pca":
             weights = self._weights_before.cpu().numpy()
             rows = np.repeat(weights[None, :], n, axis=0)
             rows[self._holder] = self._weights_after.cpu().numpy()
             return obs_builders.hl_pca(rows, cfg.pca_components)
-        loss, hits = per_sample_loss(self._model, self._probe_x, self._probe_y)
-        counts = np.diff(np.append(self._probe_starts, loss.shape[0]))
-        probe_loss = np.add.reduceat(loss.cpu().numpy(), self._probe_starts) / counts
-        probe_acc = np.add.reduceat(hits.cpu().numpy(), self._probe_starts) / counts
+        assert probe is not None, "peer_features needs the probe statistics"
+        probe_loss, probe_acc = probe
         return obs_builders.peer_features(
             holder=self._holder,
             hop_costs=self.distances[self._holder],
