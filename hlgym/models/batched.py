@@ -1,0 +1,283 @@
+"""Many independent copies of an inner model, trained and evaluated in single batched calls.
+
+A vector env holds one travelling model per copy. Looping over them calls the small
+convolutions of :class:`~hlgym.models.cnn.HLCNN` once per copy and per mini-batch; here the
+copies' weights are stacked along a leading axis and each layer runs once for all of them:
+convolutions as grouped convolutions (one group per copy, or one wide convolution when the
+copies read the same images, as in the test-set evaluation), linear layers as batched
+matrix products. The architecture is read from the model itself (its leaf layers in order),
+so :func:`~hlgym.models.training.build_model` stays the one definition of every network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Adam's defaults, as torch.optim.Adam in make_optimizer.
+_BETA1, _BETA2 = 0.9, 0.999
+# [images x copies] per evaluation chunk: activations of about this many images stay in the
+# CPU caches (on 2 cores, 8 copies x 64 images ran 1.5x faster than 8 x 128).
+_EVAL_IMAGES = 512
+_SUPPORTED = (nn.Conv2d, nn.Linear, nn.ReLU, nn.MaxPool2d, nn.Flatten)
+
+# Layouts of the activations between layers:
+_SHARED = "shared"  # (B, ...): the same inputs for every copy (nothing copy-specific yet)
+_STACKED = "stacked"  # (copies, B, ...): one batch per copy
+_GROUPED = "grouped"  # (B, copies * C, H, W): channel groups, one per copy, for conv layers
+
+
+class StackedModels:
+    """``k`` copies of ``template``'s architecture with their own weights and optimizer states.
+
+    Args:
+        template: A model of the architecture (its weights are not used). Its leaf layers,
+            in registration order, must be its forward pass: ``Conv2d``, ``Linear``, ``ReLU``,
+            ``MaxPool2d`` and ``Flatten`` are supported.
+        k: Number of copies (slots).
+        n_optimizers: Optimizer states per copy (one per peer for the reference's per-peer Adam).
+        optimizer: ``"adam"`` or ``"sgd"``, updated as ``torch.optim.Adam`` / ``SGD`` with
+            default settings besides ``lr`` and ``adam_eps``.
+        lr: Learning rate.
+        adam_eps: Adam's epsilon.
+        channels_last: Run convolutions in channels-last layout (faster on CPU).
+
+    Raises:
+        TypeError: If the model has a layer that cannot be batched.
+    """
+
+    def __init__(
+        self,
+        template: nn.Module,
+        k: int,
+        n_optimizers: int,
+        optimizer: str,
+        lr: float,
+        adam_eps: float,
+        channels_last: bool,
+    ) -> None:
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer={optimizer!r} is not known; accepted: adam, sgd")
+        self._plan: list[tuple[nn.Module, list[int]]] = []
+        offset = 0
+        for module in template.modules():
+            if len(list(module.children())) > 0:
+                continue
+            if not isinstance(module, _SUPPORTED):
+                raise TypeError(
+                    f"{type(module).__name__} layers cannot be batched; supported: "
+                    + ", ".join(t.__name__ for t in _SUPPORTED)
+                )
+            n_own = len(list(module.parameters(recurse=False)))
+            self._plan.append((module, list(range(offset, offset + n_own))))
+            offset += n_own
+        shapes = [p.shape for p in template.parameters()]
+        device = next(template.parameters()).device
+        self.k = k
+        self.optimizer = optimizer
+        self.lr = lr
+        self.adam_eps = adam_eps
+        self.channels_last = channels_last
+        self.params = [torch.zeros((k, *s), device=device) for s in shapes]
+        self._m = [torch.zeros((k, n_optimizers, *s), device=device) for s in shapes]
+        self._v = [torch.zeros((k, n_optimizers, *s), device=device) for s in shapes]
+        self._steps = np.zeros((k, n_optimizers), dtype=np.int64)  # Adam's step count per state
+
+    # ------------------------------------------------------------------ slots
+
+    def load(self, slot: int, model: nn.Module) -> None:
+        """Put ``model``'s weights in ``slot`` and clear the slot's optimizer states."""
+        with torch.no_grad():
+            for stacked, p, m, v in zip(self.params, model.parameters(), self._m, self._v, strict=True):
+                stacked[slot].copy_(p)
+                m[slot].zero_()
+                v[slot].zero_()
+        self._steps[slot] = 0
+
+    def store(self, slot: int, model: nn.Module) -> None:
+        """Copy ``slot``'s weights into ``model`` (same architecture)."""
+        with torch.no_grad():
+            for stacked, p in zip(self.params, model.parameters(), strict=True):
+                p.copy_(stacked[slot])
+
+    def flat(self, slot: int) -> torch.Tensor:
+        """``slot``'s parameters as one 1-D tensor, in ``flat_weights``' order (a copy)."""
+        return torch.cat([p[slot].reshape(-1) for p in self.params])
+
+    # ------------------------------------------------------------------ compute
+
+    def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool) -> torch.Tensor:
+        """Logits of every copy in ``params`` (each of shape ``(copies, *param_shape)``).
+
+        Args:
+            params: Stacked parameters of the copies to run.
+            x: ``(B, C, H, W)`` images every copy reads (``shared``) or ``(copies, B, C, H, W)``.
+            shared: Whether ``x`` is the same for every copy.
+
+        Returns:
+            ``(copies, B, n_classes)``.
+        """
+        a = params[0].shape[0]
+        h, layout = x, _SHARED if shared else _STACKED
+        for module, idx in self._plan:
+            if isinstance(module, nn.Conv2d):
+                w = params[idx[0]]
+                bias = params[idx[1]].reshape(-1) if len(idx) > 1 else None
+                groups = 1 if layout == _SHARED else a
+                if layout == _STACKED:
+                    h = self._group(h)
+                w = w.reshape(a * w.shape[1], *w.shape[2:])
+                if self.channels_last:
+                    # A 1-channel input is both layouts and so is this weight unless restrided: the
+                    # weight's strides decide oneDNN's output layout (pooling an NCHW one ran 10x slower).
+                    w = torch.empty_like(w, memory_format=torch.channels_last).copy_(w)
+                h = F.conv2d(
+                    h,
+                    w,
+                    bias,
+                    module.stride,
+                    module.padding,  # type: ignore[arg-type]  (str padding is accepted too)
+                    module.dilation,
+                    groups,
+                )
+                layout = _GROUPED
+            elif isinstance(module, nn.Linear):
+                w = params[idx[0]].transpose(1, 2)
+                if layout == _GROUPED:
+                    raise TypeError("a Linear layer after a Conv2d needs a Flatten between them")
+                out = torch.matmul(h, w) if layout == _SHARED else torch.bmm(h, w)
+                h = out + params[idx[1]].unsqueeze(1) if len(idx) > 1 else out
+                layout = _STACKED
+            elif isinstance(module, nn.Flatten):
+                if layout == _GROUPED:
+                    h = h.reshape(h.shape[0], a, -1).transpose(0, 1)
+                    layout = _STACKED
+                else:
+                    h = h.flatten(1 if layout == _SHARED else 2)
+            elif isinstance(module, nn.MaxPool2d):
+                if layout == _STACKED:
+                    h, layout = self._group(h), _GROUPED
+                h = F.max_pool2d(
+                    h, module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode
+                )
+            else:  # ReLU
+                h = F.relu(h)
+        if layout != _STACKED:
+            raise TypeError("the model must end in a Linear layer to be batched")
+        return h
+
+    def _group(self, h: torch.Tensor) -> torch.Tensor:
+        """``(copies, B, C, H, W)`` -> ``(B, copies * C, H, W)``."""
+        a, b = h.shape[:2]
+        out = h.transpose(0, 1).reshape(b, a * h.shape[2], *h.shape[3:])
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+
+    def train(
+        self,
+        slots: Sequence[int],
+        states: Sequence[int],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        epochs: int,
+        batch_size: int,
+        generators: Sequence[torch.Generator],
+    ) -> None:
+        """Train the copies in ``slots``, each on its own data, as ``local_train`` does one.
+
+        Every copy reshuffles its data each epoch with its own generator (on the CPU), so it
+        sees the same batches as a lone env with that generator.
+
+        Args:
+            slots: The copies to train.
+            states: The optimizer state each of them uses.
+            x: ``(len(slots), n, C, H, W)``: each copy's training inputs.
+            y: ``(len(slots), n)``: their labels.
+            epochs: Passes over the data.
+            batch_size: Samples per gradient step; the last batch may be smaller.
+            generators: One per copy: the source of its batch order.
+        """
+        device = x.device
+        sl = torch.tensor(list(slots), device=device)
+        st = torch.tensor(list(states), device=device)
+        params = [p[sl].requires_grad_() for p in self.params]
+        m = [s[sl, st] for s in self._m]
+        v = [s[sl, st] for s in self._v]
+        steps = self._steps[list(slots), list(states)]
+        a, n = y.shape
+        rows = torch.arange(a, device=device).unsqueeze(1)
+        for _ in range(epochs):
+            order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+            for start in range(0, n, batch_size):
+                idx = order[:, start : start + batch_size]
+                logits = self.forward(params, x[rows, idx], shared=False)
+                per_copy = F.cross_entropy(logits.flatten(0, 1), y[rows, idx].flatten(), reduction="none")
+                loss = per_copy.view(a, -1).mean(dim=1).sum()  # copies are independent: sum of their losses
+                grads = torch.autograd.grad(loss, params)
+                steps += 1
+                with torch.no_grad():
+                    self._update(params, grads, m, v, steps)
+        with torch.no_grad():
+            for p, stacked in zip(params, self.params, strict=True):
+                stacked[sl] = p
+            for s, new in zip(self._m, m, strict=True):
+                s[sl, st] = new
+            for s, new in zip(self._v, v, strict=True):
+                s[sl, st] = new
+        self._steps[list(slots), list(states)] = steps
+
+    def _update(
+        self,
+        params: list[torch.Tensor],
+        grads: Sequence[torch.Tensor],
+        m: list[torch.Tensor],
+        v: list[torch.Tensor],
+        steps: np.ndarray,
+    ) -> None:
+        # The arithmetic of torch.optim's single-tensor Adam / SGD, with one step count per copy.
+        if self.optimizer == "sgd":
+            for p, g in zip(params, grads, strict=True):
+                p.add_(g, alpha=-self.lr)
+            return
+        device = params[0].device
+        step_size = torch.tensor(self.lr / (1 - _BETA1**steps), dtype=torch.float32, device=device)
+        bc2_sqrt = torch.tensor(np.sqrt(1 - _BETA2**steps), dtype=torch.float32, device=device)
+        for p, g, m_, v_ in zip(params, grads, m, v, strict=True):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            m_.lerp_(g, 1 - _BETA1)
+            v_.mul_(_BETA2).addcmul_(g, g, value=1 - _BETA2)
+            denom = (v_.sqrt() / bc2_sqrt.view(shape)).add_(self.adam_eps)
+            p.sub_(step_size.view(shape) * m_ / denom)
+
+    def per_sample_loss(
+        self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor, shared: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy and correctness of every sample for the copies in ``slots``.
+
+        Args:
+            slots: The copies to run.
+            x: ``(B, C, H, W)`` read by all of them (``shared``) or ``(len(slots), B, C, H, W)``.
+            y: ``(B,)`` or ``(len(slots), B)`` labels.
+            shared: Whether ``x`` and ``y`` are the same for every copy.
+
+        Returns:
+            ``(loss, correct)``, both ``(len(slots), B)``; ``correct`` is 0/1 as float.
+        """
+        sl = torch.tensor(list(slots), device=x.device)
+        params = [p[sl] for p in self.params]
+        a = len(slots)
+        chunk = max(16, min(256, _EVAL_IMAGES // a))
+        n = x.shape[0] if shared else x.shape[1]
+        losses, hits = [], []
+        with torch.inference_mode():
+            for start in range(0, n, chunk):
+                xb = x[start : start + chunk] if shared else x[:, start : start + chunk]
+                yb = y[start : start + chunk] if shared else y[:, start : start + chunk]
+                logits = self.forward(params, xb, shared)
+                target = yb.expand(a, -1) if shared else yb
+                losses.append(F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(a, -1))
+                hits.append((logits.argmax(dim=2) == target).float())
+        return torch.cat(losses, dim=1), torch.cat(hits, dim=1)
