@@ -140,7 +140,7 @@ class StackedModels:
                     w,
                     bias,
                     module.stride,
-                    module.padding,  # type: ignore[arg-type]  (str padding is accepted too)
+                    module.padding,
                     module.dilation,
                     groups,
                 )
