@@ -9,6 +9,8 @@ import gymnasium as gym
 from hlgym.envs.config import PeerSelectionConfig
 
 ENTRY_POINT = "hlgym.envs.peer_selection:PeerSelectionEnv"
+# gymnasium.make_vec(id, num_envs) builds the batched vector env (the copies' models train in batched calls).
+VECTOR_ENTRY_POINT = "hlgym.envs.batched:BatchedPeerSelectionVectorEnv"
 
 # The reference (yuweisunn/homogeneous-learning-tensorflow), fact by fact: see docs/architecture.md.
 _HL_REFERENCE: dict[str, Any] = {
@@ -49,4 +51,6 @@ def register_envs() -> None:
     """Register every id in :data:`PRESETS` with Gymnasium (idempotent)."""
     for env_id, config in PRESETS.items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs={"config": config})
+            gym.register(
+                id=env_id, entry_point=ENTRY_POINT, vector_entry_point=VECTOR_ENTRY_POINT, kwargs={"config": config}
+            )
