@@ -193,13 +193,6 @@ def resume_seed(seed: int, timesteps: int) -> int:
     return int(np.random.SeedSequence([seed, timesteps]).generate_state(1)[0])
 
 
-def _make_env_fn(env_id: str, config: PeerSelectionConfig) -> Any:
-    def make() -> gym.Env[Any, Any]:
-        return gym.make(env_id, config=config)
-
-    return make
-
-
 def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], out: Path) -> Agent:
     """Train (or resume) an SB3 algorithm; returns the trained policy as an Agent."""
     from hlgym.agents import sb3
@@ -208,7 +201,7 @@ def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], out: 
     ckpt_dir = out / "checkpoints"
     meta = sb3.read_checkpoint(ckpt_dir) if args.resume else None
     env_seed = args.seed if meta is None else resume_seed(args.seed, int(meta["timesteps"]))
-    venv = sb3.make_vec_env(_make_env_fn(args.env, config), args.n_envs, env_seed)
+    venv = sb3.make_vec_env(args.env, config, args.n_envs, env_seed)
     if meta is not None:
         model, meta = sb3.load_checkpoint(args.algo, ckpt_dir, venv, args.device)
         log = EpisodeLog(out, keep=int(meta["episodes"]), env_id=args.env)

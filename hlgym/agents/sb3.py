@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 
 from hlgym.agents.attention import PeerAttentionPolicy
 from hlgym.atomic import write_bytes_atomic, write_json_atomic
+from hlgym.envs import BatchedPeerSelectionVecEnv, PeerSelectionConfig
 from hlgym.runs import EpisodeLog
 
 # name -> (module, class, the policy "mlp" maps to)
@@ -64,9 +64,20 @@ def policy_for(algo: str, policy: str) -> str | type[PeerAttentionPolicy]:
     return ALGORITHMS[algo][2]
 
 
-def make_vec_env(make_env: Callable[[], gym.Env[Any, Any]], n_envs: int, seed: int) -> VecEnv:
-    """``n_envs`` copies in a DummyVecEnv with episode statistics, seeded ``seed + i``."""
-    venv = VecMonitor(DummyVecEnv([make_env for _ in range(n_envs)]))
+def make_vec_env(env_id: str, config: PeerSelectionConfig, n_envs: int, seed: int) -> VecEnv:
+    """``n_envs`` copies of the env with episode statistics (``VecMonitor``), seeded ``seed + i``.
+
+    More than one copy: a :class:`~hlgym.envs.BatchedPeerSelectionVecEnv`, whose copies'
+    models train and evaluate in batched calls (same trajectories as a ``DummyVecEnv``, up to
+    float rounding; README "Speed"). One copy: ``gym.make(env_id, config=config)`` in a
+    ``DummyVecEnv``.
+    """
+    base: VecEnv
+    if n_envs > 1:
+        base = BatchedPeerSelectionVecEnv(config, n_envs)
+    else:
+        base = DummyVecEnv([lambda: gym.make(env_id, config=config)])
+    venv = VecMonitor(base)
     venv.seed(seed)
     return venv
 

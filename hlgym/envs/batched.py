@@ -88,6 +88,8 @@ class BatchedPeerSelection:
         self, indices: Sequence[int], seeds: Sequence[int | None], options: Sequence[dict[str, Any] | None]
     ) -> list[tuple[np.ndarray, dict[str, Any]]]:
         """Start new episodes in the copies ``indices``; returns their ``(obs, info)``."""
+        if len(indices) == 0:
+            return []
         for i, seed, opts in zip(indices, seeds, options, strict=True):
             env = self.envs[i]
             env._begin_episode(seed, opts)
@@ -107,6 +109,8 @@ class BatchedPeerSelection:
     def step(self, indices: Sequence[int], actions: Iterable[Any]) -> list[StepResult]:
         """One round in each of the copies ``indices``; returns their step tuples."""
         actions = list(actions)
+        if len(indices) == 0:
+            return []
         for i, action in zip(indices, actions, strict=True):
             # Check every action before any copy moves, so a bad one leaves all copies as they were.
             self.envs[i]._check_action(action)

@@ -76,15 +76,16 @@ class StackedModels:
             self._plan.append((module, list(range(offset, offset + n_own))))
             offset += n_own
         shapes = [p.shape for p in template.parameters()]
-        device = next(template.parameters()).device
+        first = next(template.parameters())
+        device, dtype = first.device, first.dtype
         self.k = k
         self.optimizer = optimizer
         self.lr = lr
         self.adam_eps = adam_eps
         self.channels_last = channels_last
-        self.params = [torch.zeros((k, *s), device=device) for s in shapes]
-        self._m = [torch.zeros((k, n_optimizers, *s), device=device) for s in shapes]
-        self._v = [torch.zeros((k, n_optimizers, *s), device=device) for s in shapes]
+        self.params = [torch.zeros((k, *s), device=device, dtype=dtype) for s in shapes]
+        self._m = [torch.zeros((k, n_optimizers, *s), device=device, dtype=dtype) for s in shapes]
+        self._v = [torch.zeros((k, n_optimizers, *s), device=device, dtype=dtype) for s in shapes]
         self._steps = np.zeros((k, n_optimizers), dtype=np.int64)  # Adam's step count per state
 
     # ------------------------------------------------------------------ slots
@@ -242,9 +243,9 @@ class StackedModels:
             for p, g in zip(params, grads, strict=True):
                 p.add_(g, alpha=-self.lr)
             return
-        device = params[0].device
-        step_size = torch.tensor(self.lr / (1 - _BETA1**steps), dtype=torch.float32, device=device)
-        bc2_sqrt = torch.tensor(np.sqrt(1 - _BETA2**steps), dtype=torch.float32, device=device)
+        device, dtype = params[0].device, params[0].dtype
+        step_size = torch.tensor(self.lr / (1 - _BETA1**steps), dtype=dtype, device=device)
+        bc2_sqrt = torch.tensor(np.sqrt(1 - _BETA2**steps), dtype=dtype, device=device)
         for p, g, m_, v_ in zip(params, grads, m, v, strict=True):
             shape = (-1,) + (1,) * (p.dim() - 1)
             m_.lerp_(g, 1 - _BETA1)
