@@ -63,9 +63,9 @@ def test_same_trajectories_as_dummy_vec_env(case: str) -> None:
     episodes_ended = 0
     for _ in range(14):
         actions = rng.integers(0, cfg.n_peers, n)
-        obs_d, rew_d, done_d, infos_d = dummy.step(actions)
-        obs_b, rew_b, done_b, infos_b = batched.step(actions)
-        np.testing.assert_allclose(np.asarray(obs_b), np.asarray(obs_d), atol=tol)
+        step_d, rew_d, done_d, infos_d = dummy.step(actions)
+        step_b, rew_b, done_b, infos_b = batched.step(actions)
+        np.testing.assert_allclose(np.asarray(step_b), np.asarray(step_d), atol=tol)
         np.testing.assert_allclose(rew_b, rew_d, atol=1e-5)
         np.testing.assert_array_equal(done_b, done_d)
         for info_d, info_b in zip(infos_d, infos_b, strict=True):
