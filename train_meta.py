@@ -76,7 +76,8 @@ class Args:
     out: str | None = None
     """Run folder; default runs/<env>_<algo>_<seed>."""
     resume: bool = False
-    """Continue the run in --out from its last checkpoint (its saved arguments are used)."""
+    """Continue the run in --out from its last checkpoint with its saved arguments; a
+    --timesteps given with it sets a new training budget (e.g. to extend a finished run)."""
     evaluate_model: str | None = None
     """Skip training: evaluate this saved model (model.zip of an SB3 --algo, or model.pt
     of hl_dqn), e.g. on another --env-kwargs n_peers=..."""
@@ -313,9 +314,20 @@ def main(argv: list[str] | None = None) -> dict[str, Evaluation]:
     if args.resume:
         if args.out is None or not (Path(args.out) / "config.json").exists():
             raise SystemExit(f"--resume needs --out pointing at a run folder with config.json, got {args.out!r}")
-        saved = json.loads((Path(args.out) / "config.json").read_text())["args"]
-        args = dataclasses.replace(Args(**saved), resume=True, progress=args.progress, out=args.out)
+        run_config = Path(args.out) / "config.json"
+        saved_config = json.loads(run_config.read_text())
+        saved = saved_config["args"]
+        timesteps = saved["timesteps"] if args.timesteps is None else args.timesteps
+        args = dataclasses.replace(
+            Args(**saved), resume=True, progress=args.progress, out=args.out, timesteps=timesteps
+        )
     args, config, hp = resolve(args)
+    if args.resume and args.timesteps != saved["timesteps"]:
+        # A new budget for the run (validated by resolve): the folder records it, so a later
+        # --resume keeps it.
+        print(f"resume: training budget {saved['timesteps']} -> {args.timesteps} steps")
+        saved_config["args"]["timesteps"] = args.timesteps
+        write_json_atomic(run_config, saved_config)
     name = args.algo.rpartition(":")[2]
     out = Path(args.out) if args.out else fresh_run_dir(f"runs/{args.env.split('/')[-1]}_{name}_{args.seed}")
     if not args.resume:

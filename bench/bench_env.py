@@ -1,8 +1,10 @@
 """Step time of the environments (train / evaluate / observe), achieved GFLOP/s against a
-matmul measured in the same run, and memory across resets.
+matmul measured in the same run, the batched vector env against SB3's DummyVecEnv at
+several n_envs, and memory across resets.
 
     python bench/bench_env.py                      # default env + the HL presets whose data is here
     python bench/bench_env.py --steps 200 --json bench/results.json
+    python bench/bench_env.py --n-envs 2 4 8 16    # the vector-env table at these sizes
 
 Prints tables and writes JSON. Figures only: nothing here asserts a time.
 """
@@ -22,9 +24,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 import hlgym
-from hlgym.envs import DataNotFoundError, PeerSelectionEnv
+from hlgym.envs import PRESETS, BatchedPeerSelectionVecEnv, DataNotFoundError, PeerSelectionEnv
 
 
 def forward_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -59,8 +62,9 @@ def step_flops(env: PeerSelectionEnv, peer: int, per_sample: int) -> float:
     return float(trained + evaluated)
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """float32 GFLOP/s of an n x n matrix multiply on this machine (median of ``repeats``)."""
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """float32 GFLOP/s of an n x n matrix multiply on this machine: the best of ``repeats``
+    (the machine's peak rate; a shared machine's slow spells only lower single runs)."""
     a = torch.rand(n, n)
     b = torch.rand(n, n)
     a @ b
@@ -69,7 +73,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
         t = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times) / 1e9
+    return 2 * n**3 / min(times) / 1e9
 
 
 def rss_mb() -> float:
@@ -84,12 +88,21 @@ def memory_across_resets(env_id: str, resets: int, **overrides: Any) -> dict[str
     env.reset(seed=0)
     env.step(1)
     first = rss_mb()
+    seen = [first]
     for i in range(resets):
         env.reset(seed=i)
         env.step(1)
         env.step(2)
+        seen.append(rss_mb())
     last = rss_mb()
-    return {"env_id": env_id, "resets": resets, "rss_first_mb": first, "rss_last_mb": last, "growth_mb": last - first}
+    return {
+        "env_id": env_id,
+        "resets": resets,
+        "rss_first_mb": first,
+        "rss_last_mb": last,
+        "growth_mb": last - first,
+        "rss_max_mb": max(seen),
+    }
 
 
 def bench(env_id: str, steps: int, seed: int = 0, **overrides: Any) -> dict[str, Any]:
@@ -134,26 +147,110 @@ def bench(env_id: str, steps: int, seed: int = 0, **overrides: Any) -> dict[str,
     }
 
 
+def _time_vec(venv: VecEnv, steps: int, rng: np.random.Generator, n_peers: int) -> list[float]:
+    times = []
+    for _ in range(steps):
+        actions = rng.integers(0, n_peers, venv.num_envs)
+        t = time.perf_counter()
+        venv.step(actions)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_vec(env_id: str, n_envs: int, steps: int, blocks: int = 2, **overrides: Any) -> dict[str, Any]:
+    """Env-steps per second of ``n_envs`` copies in SB3's DummyVecEnv and in the batched env.
+
+    The two are timed in alternating blocks of ``steps`` vector steps (random actions, the
+    same for both), so a slow spell of a shared machine falls on both.
+    """
+    cfg = PRESETS[env_id].replace(**overrides)
+    dummy = DummyVecEnv([lambda: PeerSelectionEnv(cfg) for _ in range(n_envs)])
+    batched = BatchedPeerSelectionVecEnv(cfg, n_envs)
+    times: dict[str, list[float]] = {"dummy": [], "batched": []}
+    phases: dict[str, list[float]] = {"train": [], "evaluate": [], "observe": []}
+    venvs: dict[str, VecEnv] = {"dummy": dummy, "batched": batched}
+    for venv in venvs.values():
+        venv.seed(0)
+        venv.reset()
+        _time_vec(venv, 1, np.random.default_rng(0), cfg.n_peers)  # warm-up
+    for block in range(blocks):
+        for name, venv in venvs.items():
+            times[name] += _time_vec(venv, steps, np.random.default_rng(block), cfg.n_peers)
+            if name == "batched":
+                for k in phases:
+                    phases[k].append(batched.last_timing[k])
+    # The batched env's arithmetic per vector step: every copy trains at a peer of equal data.
+    env = batched.envs[0]
+    per_sample = forward_flops(env._model, env._data.input_shape)
+    flop = n_envs * step_flops(env, 0, per_sample)
+    mean = {k: statistics.fmean(v) for k, v in times.items()}
+    return {
+        "env_id": env_id,
+        "overrides": overrides,
+        "n_envs": n_envs,
+        "steps": steps * blocks,
+        "dummy_env_steps_per_s": n_envs / mean["dummy"],
+        "batched_env_steps_per_s": n_envs / mean["batched"],
+        "speedup": mean["dummy"] / mean["batched"],
+        "batched_gflops": flop / mean["batched"] / 1e9,
+        **{f"batched_{k}_ms_per_env": 1e3 * statistics.median(v) / n_envs for k, v in phases.items()},
+    }
+
+
+def memory_across_resets_batched(env_id: str, n_envs: int, resets: int, **overrides: Any) -> dict[str, Any]:
+    """Resident memory of the batched env after its first reset and after ``resets`` more."""
+    venv = BatchedPeerSelectionVecEnv(PRESETS[env_id], n_envs, **overrides)
+    venv.seed(0)
+    venv.reset()
+    first = rss_mb()
+    seen = [first]
+    for i in range(resets):
+        venv.seed(i)
+        venv.reset()
+        venv.step(np.full(n_envs, 1))
+        seen.append(rss_mb())
+    last = rss_mb()
+    name = f"{env_id} (batched x{n_envs})"
+    return {
+        "env_id": name,
+        "resets": resets,
+        "rss_first_mb": first,
+        "rss_last_mb": last,
+        "growth_mb": last - first,
+        "rss_max_mb": max(seen),
+    }
+
+
 def main() -> None:
     """Run the benchmark from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300, help="steps timed on the default env")
     parser.add_argument("--hl-steps", type=int, default=40, help="steps timed on the HL presets")
     parser.add_argument("--resets", type=int, default=100, help="resets in the memory check (a tenth on HL presets)")
+    parser.add_argument("--n-envs", type=int, nargs="+", default=[2, 4, 8], help="vector-env sizes compared")
+    parser.add_argument("--vec-steps", type=int, default=4, help="vector steps per timed block on the HL presets")
     parser.add_argument("--json", default="bench/results.json", help="where to write the figures")
     args = parser.parse_args()
+    if any(n < 1 for n in args.n_envs):
+        parser.error(f"--n-envs {args.n_envs}: accepted: integers >= 1")
 
     matmul = matmul_gflops()
     rows = [bench("hlgym/PeerSelection-v0", args.steps, goal=1.0)]
     memory = [memory_across_resets("hlgym/PeerSelection-v0", args.resets)]
+    vec = [bench_vec("hlgym/PeerSelection-v0", n, 10 * args.vec_steps, goal=1.0) for n in args.n_envs]
+    memory.append(memory_across_resets_batched("hlgym/PeerSelection-v0", max(args.n_envs), args.resets))
     for env_id in ("hlgym/HL-FashionMNIST-v0", "hlgym/HL-MNIST-v0"):
         try:
             rows.append(bench(env_id, args.hl_steps, goal=1.0))
             rows.append(bench(env_id, args.hl_steps, goal=1.0, eval_samples=2000))
             memory.append(memory_across_resets(env_id, max(2, args.resets // 10)))
+            vec += [bench_vec(env_id, n, args.vec_steps, goal=1.0) for n in args.n_envs]
+            vec += [bench_vec(env_id, n, args.vec_steps, goal=1.0, eval_samples=2000) for n in args.n_envs]
+            memory.append(memory_across_resets_batched(env_id, max(args.n_envs), max(2, args.resets // 10)))
         except DataNotFoundError:
             print(f"{env_id}: data not found on this machine, skipped")
 
+    matmul = max(matmul, matmul_gflops())  # at the start and at the end: the better of the two
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     header = (
         f"{'env':<26} {'eval imgs':>9} {'step ms':>8} {'mean':>8} {'steps/s':>8} {'train':>7} {'evaluate':>8}"
@@ -169,13 +266,29 @@ def main() -> None:
             f" {r['train_ms_median']:>7.2f} {r['evaluate_ms_median']:>8.2f} {r['observe_ms_median']:>7.2f}"
             f" {r['gflops']:>8.1f} {100 * r['gflops'] / matmul:>8.0f}%"
         )
-    print("(times in ms, medians; 'of matmul': achieved GFLOP/s over a 2048x2048 float32 matmul's)")
+    print("(times in ms, medians; 'of matmul': achieved GFLOP/s over a 2048x2048 float32 matmul's, best of 10)")
     print(f"float32 2048x2048 matmul on this machine: {matmul:.1f} GFLOP/s\n")
-    print(f"{'env':<26} {'resets':>6} {'RSS first MB':>13} {'RSS last MB':>12} {'growth MB':>10}")
+    header = (
+        f"{'env':<26} {'eval imgs':>9} {'n_envs':>6} {'Dummy st/s':>10} {'batched st/s':>12} {'speed-up':>8}"
+        f" {'train':>7} {'evaluate':>8} {'observe':>7} {'GFLOP/s':>8} {'of matmul':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in vec:
+        imgs = r["overrides"].get("eval_samples", "all")
+        print(
+            f"{r['env_id']:<26} {imgs:>9} {r['n_envs']:>6} {r['dummy_env_steps_per_s']:>10.1f}"
+            f" {r['batched_env_steps_per_s']:>12.1f} {r['speedup']:>7.2f}x"
+            f" {r['batched_train_ms_per_env']:>7.2f} {r['batched_evaluate_ms_per_env']:>8.2f}"
+            f" {r['batched_observe_ms_per_env']:>7.2f} {r['batched_gflops']:>8.1f}"
+            f" {100 * r['batched_gflops'] / matmul:>8.0f}%"
+        )
+    print("(env-steps per second; the batched env's phases in ms per env and per step, medians)\n")
+    print(f"{'env':<38} {'resets':>6} {'RSS first MB':>13} {'RSS last MB':>12} {'growth MB':>10} {'RSS max MB':>11}")
     for m in memory:
         print(
-            f"{m['env_id']:<26} {m['resets']:>6} {m['rss_first_mb']:>13.1f} {m['rss_last_mb']:>12.1f}"
-            f" {m['growth_mb']:>10.1f}"
+            f"{m['env_id']:<38} {m['resets']:>6} {m['rss_first_mb']:>13.1f} {m['rss_last_mb']:>12.1f}"
+            f" {m['growth_mb']:>10.1f} {m['rss_max_mb']:>11.1f}"
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # [MB]; Linux reports kB
     print(f"peak RSS of the benchmark process: {peak:.0f} MB")
@@ -186,7 +299,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "numpy": np.__version__,
     }
-    out = {"meta": meta, "matmul_gflops": matmul, "rows": rows, "memory": memory, "peak_rss_mb": peak}
+    out = {"meta": meta, "matmul_gflops": matmul, "rows": rows, "vec": vec, "memory": memory, "peak_rss_mb": peak}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")

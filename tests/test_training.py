@@ -227,6 +227,25 @@ def test_resume_after_sigkill(tmp_path: Path, algo: str) -> None:
     check_results(run, algo)
 
 
+def test_resume_with_timesteps_extends_a_finished_run(tmp_path: Path) -> None:
+    # Two envs: train_meta runs them in the batched vector env.
+    # One PPO rollout (n_steps 128 x 2 envs) per budget.
+    args = ["--algo", "ppo", "--timesteps", "256", "--n-envs", "2", "--policy", "mlp", "--eval-episodes", "1"]
+    first = train_meta(tmp_path, *args, *TINY_ENV)
+    _, err = first.communicate()
+    assert first.returncode == 0, err
+    run = tmp_path / "run"
+    n_first = len(read_episodes(run))
+    resumed = train_meta(tmp_path, "--resume", "--timesteps", "512")
+    out, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    assert "training budget 256 -> 512 steps" in out
+    assert json.loads((run / "config.json").read_text())["args"]["timesteps"] == 512
+    after = read_episodes(run)
+    assert len(after) > n_first and after[-1]["timesteps"] > 256
+    check_results(run, "ppo")
+
+
 @pytest.mark.slow
 def test_trained_attention_policy_beats_random(tmp_path: Path) -> None:
     """The README's claim at a smaller budget: PPO with the attention policy, 20k steps,
