@@ -18,6 +18,7 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,18 @@ def memory_across_resets_batched(env_id: str, n_envs: int, resets: int, **overri
     }
 
 
+Column = tuple[str, int, Callable[[dict[str, Any]], str]]
+
+
+def _table(rows: list[dict[str, Any]], columns: list[Column]) -> None:
+    """Print ``rows`` under a header; a column is (title, width, cell); negative width: left-aligned."""
+    header = " ".join(f"{t:<{-w}}" if w < 0 else f"{t:>{w}}" for t, w, _ in columns)
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(" ".join(f"{cell(r):<{-w}}" if w < 0 else f"{cell(r):>{w}}" for _, w, cell in columns))
+
+
 def main() -> None:
     """Run the benchmark from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -252,37 +265,39 @@ def main() -> None:
 
     matmul = max(matmul, matmul_gflops())  # at the start and at the end: the better of the two
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    header = (
-        f"{'env':<26} {'eval imgs':>9} {'step ms':>8} {'mean':>8} {'steps/s':>8} {'train':>7} {'evaluate':>8}"
-        f" {'observe':>7} {'GFLOP/s':>8} {'of matmul':>9}"
+    imgs = ("eval imgs", 9, lambda r: str(r["overrides"].get("eval_samples", "all")))
+    of_matmul = ("of matmul", 9, lambda r: f"{100 * r['gflops'] / matmul:.0f}%")
+    _table(
+        rows,
+        [
+            ("env", -26, lambda r: r["env_id"]),
+            imgs,
+            ("step ms", 8, lambda r: f"{r['step_ms_median']:.2f}"),
+            ("mean", 8, lambda r: f"{r['step_ms_mean']:.2f}"),
+            ("steps/s", 8, lambda r: f"{r['steps_per_s']:.1f}"),
+            *[(k, 8, lambda r, k=k: f"{r[k + '_ms_median']:.2f}") for k in ("train", "evaluate", "observe")],
+            ("GFLOP/s", 8, lambda r: f"{r['gflops']:.1f}"),
+            of_matmul,
+        ],
     )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        imgs = r["overrides"].get("eval_samples", "all")
-        print(
-            f"{r['env_id']:<26} {imgs:>9} {r['step_ms_median']:>8.2f} {r['step_ms_mean']:>8.2f}"
-            f" {r['steps_per_s']:>8.1f}"
-            f" {r['train_ms_median']:>7.2f} {r['evaluate_ms_median']:>8.2f} {r['observe_ms_median']:>7.2f}"
-            f" {r['gflops']:>8.1f} {100 * r['gflops'] / matmul:>8.0f}%"
-        )
     print("(times in ms, medians; 'of matmul': achieved GFLOP/s over a 2048x2048 float32 matmul's, best of 10)")
     print(f"float32 2048x2048 matmul on this machine: {matmul:.1f} GFLOP/s\n")
-    header = (
-        f"{'env':<26} {'eval imgs':>9} {'n_envs':>6} {'Dummy st/s':>10} {'batched st/s':>12} {'speed-up':>8}"
-        f" {'train':>7} {'evaluate':>8} {'observe':>7} {'GFLOP/s':>8} {'of matmul':>9}"
-    )
-    print(header)
-    print("-" * len(header))
     for r in vec:
-        imgs = r["overrides"].get("eval_samples", "all")
-        print(
-            f"{r['env_id']:<26} {imgs:>9} {r['n_envs']:>6} {r['dummy_env_steps_per_s']:>10.1f}"
-            f" {r['batched_env_steps_per_s']:>12.1f} {r['speedup']:>7.2f}x"
-            f" {r['batched_train_ms_per_env']:>7.2f} {r['batched_evaluate_ms_per_env']:>8.2f}"
-            f" {r['batched_observe_ms_per_env']:>7.2f} {r['batched_gflops']:>8.1f}"
-            f" {100 * r['batched_gflops'] / matmul:>8.0f}%"
-        )
+        r["gflops"] = r["batched_gflops"]
+    _table(
+        vec,
+        [
+            ("env", -26, lambda r: r["env_id"]),
+            imgs,
+            ("n_envs", 6, lambda r: str(r["n_envs"])),
+            ("Dummy st/s", 10, lambda r: f"{r['dummy_env_steps_per_s']:.1f}"),
+            ("batched st/s", 12, lambda r: f"{r['batched_env_steps_per_s']:.1f}"),
+            ("speed-up", 8, lambda r: f"{r['speedup']:.2f}x"),
+            *[(k, 8, lambda r, k=k: f"{r[f'batched_{k}_ms_per_env']:.2f}") for k in ("train", "evaluate", "observe")],
+            ("GFLOP/s", 8, lambda r: f"{r['gflops']:.1f}"),
+            of_matmul,
+        ],
+    )
     print("(env-steps per second; the batched env's phases in ms per env and per step, medians)\n")
     print(f"{'env':<38} {'resets':>6} {'RSS first MB':>13} {'RSS last MB':>12} {'growth MB':>10} {'RSS max MB':>11}")
     for m in memory:
