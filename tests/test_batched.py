@@ -171,3 +171,19 @@ def test_bad_input_names_what_is_accepted() -> None:
     assert [env.route for env in venv.envs] == [[0], [0]]
     with pytest.raises(ValueError, match=r"method 'step' cannot be called on one copy"):
         venv.env_method("step", 1)
+
+
+def test_disabled_autoreset_and_reset_mask() -> None:
+    envs = BatchedPeerSelectionVectorEnv(2, max_rounds=2, autoreset_mode="Disabled")
+    envs.reset(seed=0)
+    envs.step(np.array([1, 2]))
+    _, _, _, truncated, _ = envs.step(np.array([3, 4]))
+    assert truncated.all()
+    with pytest.raises(RuntimeError, match=r"envs \[0, 1\] ended"):
+        envs.step(np.array([1, 1]))
+    routes = [list(env.route) for env in envs.envs]
+    _, infos = envs.reset(options={"reset_mask": np.array([True, False])})
+    assert infos["_round"].tolist() == [True, False]  # only env 0 reported a reset
+    assert envs.envs[0].route == [0] and envs.envs[1].route == routes[1]
+    with pytest.raises(ValueError, match=r"options\['reset_mask'\] has shape \(3,\)"):
+        envs.reset(options={"reset_mask": np.array([True, False, True])})

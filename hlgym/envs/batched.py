@@ -94,6 +94,7 @@ class BatchedPeerSelection:
             env = self.envs[i]
             env._begin_episode(seed, opts)
             self.models.load(i, env._model)
+            self._stale.discard(i)
         for i, accuracy in zip(indices, self._accuracies(indices), strict=True):
             self.envs[i]._start_episode(accuracy)
         cfg = self.config
@@ -412,6 +413,8 @@ class BatchedPeerSelectionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray
                 "with reset(options={'reset_mask': ...}) before stepping"
             )
         stepping = [i for i in range(n) if i not in restart]
+        for i in stepping:
+            self.envs[i]._check_action(actions[i])  # before any copy resets or moves
         for i, (o, info) in zip(
             restart, self.engine.reset(restart, [None] * len(restart), [None] * len(restart)), strict=True
         ):
