@@ -30,6 +30,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 import hlgym
 from hlgym.envs import PRESETS, BatchedPeerSelectionVecEnv, DataNotFoundError, PeerSelectionEnv
 
+PHASES = ("train", "evaluate", "observe")  # the keys of the envs' last_timing
+
 
 def forward_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
     """Floating-point operations of one forward pass of one sample (2 per multiply-add;
@@ -119,7 +121,7 @@ def bench(env_id: str, steps: int, seed: int = 0, **overrides: Any) -> dict[str,
     env.reset(seed=seed)
     env.step(1)  # warm-up: first-call allocations are not what a long run sees
     totals: list[float] = []
-    phases: dict[str, list[float]] = {"train": [], "evaluate": [], "observe": []}
+    phases: dict[str, list[float]] = {k: [] for k in PHASES}
     holder = 1
     # The architecture is fixed for the env, so its per-sample cost is counted once.
     per_sample = forward_flops(base._model, base._data.input_shape)
@@ -148,13 +150,21 @@ def bench(env_id: str, steps: int, seed: int = 0, **overrides: Any) -> dict[str,
     }
 
 
-def _time_vec(venv: VecEnv, steps: int, rng: np.random.Generator, n_peers: int) -> list[float]:
+def _time_vec(
+    venv: VecEnv, steps: int, rng: np.random.Generator, n_peers: int, phases: dict[str, list[float]] | None = None
+) -> list[float]:
+    """Wall time of ``steps`` vector steps [s]; with ``phases`` (``venv`` is then the batched
+    env), also each step's train / evaluate / observe time."""
     times = []
     for _ in range(steps):
         actions = rng.integers(0, n_peers, venv.num_envs)
         t = time.perf_counter()
         venv.step(actions)
         times.append(time.perf_counter() - t)
+        if phases is not None:
+            assert isinstance(venv, BatchedPeerSelectionVecEnv)
+            for k in PHASES:
+                phases[k].append(venv.last_timing[k])
     return times
 
 
@@ -163,12 +173,15 @@ def bench_vec(env_id: str, n_envs: int, steps: int, blocks: int = 2, **overrides
 
     The two are timed in alternating blocks of ``steps`` vector steps (random actions, the
     same for both), so a slow spell of a shared machine falls on both.
+
+    Returns:
+        Both rates, the speed-up, and the batched env's GFLOP/s and phase medians [ms per env-step].
     """
     cfg = PRESETS[env_id].replace(**overrides)
     dummy = DummyVecEnv([lambda: PeerSelectionEnv(cfg) for _ in range(n_envs)])
     batched = BatchedPeerSelectionVecEnv(cfg, n_envs)
     times: dict[str, list[float]] = {"dummy": [], "batched": []}
-    phases: dict[str, list[float]] = {"train": [], "evaluate": [], "observe": []}
+    phases: dict[str, list[float]] = {k: [] for k in PHASES}
     venvs: dict[str, VecEnv] = {"dummy": dummy, "batched": batched}
     for venv in venvs.values():
         venv.seed(0)
@@ -176,10 +189,8 @@ def bench_vec(env_id: str, n_envs: int, steps: int, blocks: int = 2, **overrides
         _time_vec(venv, 1, np.random.default_rng(0), cfg.n_peers)  # warm-up
     for block in range(blocks):
         for name, venv in venvs.items():
-            times[name] += _time_vec(venv, steps, np.random.default_rng(block), cfg.n_peers)
-            if name == "batched":
-                for k in phases:
-                    phases[k].append(batched.last_timing[k])
+            record = phases if venv is batched else None
+            times[name] += _time_vec(venv, steps, np.random.default_rng(block), cfg.n_peers, record)
     # The batched env's arithmetic per vector step: every copy trains at a peer of equal data.
     env = batched.envs[0]
     per_sample = forward_flops(env._model, env._data.input_shape)
@@ -193,8 +204,8 @@ def bench_vec(env_id: str, n_envs: int, steps: int, blocks: int = 2, **overrides
         "dummy_env_steps_per_s": n_envs / mean["dummy"],
         "batched_env_steps_per_s": n_envs / mean["batched"],
         "speedup": mean["dummy"] / mean["batched"],
-        "batched_gflops": flop / mean["batched"] / 1e9,
-        **{f"batched_{k}_ms_per_env": 1e3 * statistics.median(v) / n_envs for k, v in phases.items()},
+        "gflops": flop / mean["batched"] / 1e9,
+        **{f"{k}_ms_median": 1e3 * statistics.median(v) / n_envs for k, v in phases.items()},
     }
 
 
@@ -265,8 +276,13 @@ def main() -> None:
 
     matmul = max(matmul, matmul_gflops())  # at the start and at the end: the better of the two
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    imgs = ("eval imgs", 9, lambda r: str(r["overrides"].get("eval_samples", "all")))
-    of_matmul = ("of matmul", 9, lambda r: f"{100 * r['gflops'] / matmul:.0f}%")
+    imgs: Column = ("eval imgs", 9, lambda r: str(r["overrides"].get("eval_samples", "all")))
+    # Phase medians [ms] (per env-step for the batched env), achieved GFLOP/s and its share of the matmul's.
+    tail: list[Column] = [
+        *[(k, 8, lambda r, k=k: f"{r[k + '_ms_median']:.2f}") for k in PHASES],
+        ("GFLOP/s", 8, lambda r: f"{r['gflops']:.1f}"),
+        ("of matmul", 9, lambda r: f"{100 * r['gflops'] / matmul:.0f}%"),
+    ]
     _table(
         rows,
         [
@@ -275,15 +291,11 @@ def main() -> None:
             ("step ms", 8, lambda r: f"{r['step_ms_median']:.2f}"),
             ("mean", 8, lambda r: f"{r['step_ms_mean']:.2f}"),
             ("steps/s", 8, lambda r: f"{r['steps_per_s']:.1f}"),
-            *[(k, 8, lambda r, k=k: f"{r[k + '_ms_median']:.2f}") for k in ("train", "evaluate", "observe")],
-            ("GFLOP/s", 8, lambda r: f"{r['gflops']:.1f}"),
-            of_matmul,
+            *tail,
         ],
     )
     print("(times in ms, medians; 'of matmul': achieved GFLOP/s over a 2048x2048 float32 matmul's, best of 10)")
     print(f"float32 2048x2048 matmul on this machine: {matmul:.1f} GFLOP/s\n")
-    for r in vec:
-        r["gflops"] = r["batched_gflops"]
     _table(
         vec,
         [
@@ -293,18 +305,19 @@ def main() -> None:
             ("Dummy st/s", 10, lambda r: f"{r['dummy_env_steps_per_s']:.1f}"),
             ("batched st/s", 12, lambda r: f"{r['batched_env_steps_per_s']:.1f}"),
             ("speed-up", 8, lambda r: f"{r['speedup']:.2f}x"),
-            *[(k, 8, lambda r, k=k: f"{r[f'batched_{k}_ms_per_env']:.2f}") for k in ("train", "evaluate", "observe")],
-            ("GFLOP/s", 8, lambda r: f"{r['gflops']:.1f}"),
-            of_matmul,
+            *tail,
         ],
     )
-    print("(env-steps per second; the batched env's phases in ms per env and per step, medians)\n")
-    print(f"{'env':<38} {'resets':>6} {'RSS first MB':>13} {'RSS last MB':>12} {'growth MB':>10} {'RSS max MB':>11}")
-    for m in memory:
-        print(
-            f"{m['env_id']:<38} {m['resets']:>6} {m['rss_first_mb']:>13.1f} {m['rss_last_mb']:>12.1f}"
-            f" {m['growth_mb']:>10.1f} {m['rss_max_mb']:>11.1f}"
-        )
+    print("(env-steps per second; the batched env's phases in ms per env-step and its GFLOP/s, medians)\n")
+    _table(
+        memory,
+        [
+            ("env", -38, lambda m: m["env_id"]),
+            ("resets", 6, lambda m: str(m["resets"])),
+            *[(f"RSS {k} MB", 12, lambda m, k=k: f"{m[f'rss_{k}_mb']:.1f}") for k in ("first", "last", "max")],
+            ("growth MB", 10, lambda m: f"{m['growth_mb']:.1f}"),
+        ],
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # [MB]; Linux reports kB
     print(f"peak RSS of the benchmark process: {peak:.0f} MB")
 

@@ -129,12 +129,18 @@ def test_make_vec_builds_the_batched_env_and_matches_sync() -> None:
     assert batched.single_observation_space == sync.single_observation_space
 
 
-def test_same_step_autoreset_reports_the_final_observation() -> None:
-    envs = BatchedPeerSelectionVectorEnv(2, max_rounds=2, autoreset_mode="SameStep")
+def _play_two_rounds(autoreset_mode: str) -> tuple[BatchedPeerSelectionVectorEnv, np.ndarray, dict[str, Any]]:
+    """Two copies through episodes of two rounds; returns the env, the last obs and infos."""
+    envs = BatchedPeerSelectionVectorEnv(2, max_rounds=2, autoreset_mode=autoreset_mode)
     envs.reset(seed=0)
     envs.step(np.array([1, 2]))
-    obs, _, _, truncated, infos = envs.step(np.array([3, 4]))
-    assert truncated.all()
+    obs, _, terminated, truncated, infos = envs.step(np.array([3, 4]))
+    assert truncated.all() and not terminated.any()
+    return envs, obs, infos
+
+
+def test_same_step_autoreset_reports_the_final_observation() -> None:
+    _, obs, infos = _play_two_rounds("SameStep")
     assert infos["_final_obs"].all()  # Gymnasium's mask of the envs that carry the key
     final = np.stack(infos["final_obs"])
     assert final.shape == (2, 10, 8)
@@ -174,11 +180,7 @@ def test_bad_input_names_what_is_accepted() -> None:
 
 
 def test_disabled_autoreset_and_reset_mask() -> None:
-    envs = BatchedPeerSelectionVectorEnv(2, max_rounds=2, autoreset_mode="Disabled")
-    envs.reset(seed=0)
-    envs.step(np.array([1, 2]))
-    _, _, _, truncated, _ = envs.step(np.array([3, 4]))
-    assert truncated.all()
+    envs, _, _ = _play_two_rounds("Disabled")
     with pytest.raises(RuntimeError, match=r"envs \[0, 1\] ended"):
         envs.step(np.array([1, 1]))
     routes = [list(env.route) for env in envs.envs]

@@ -32,7 +32,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from hlgym.envs.config import PeerSelectionConfig
-from hlgym.envs.peer_selection import _NO_REWARD, PeerSelectionEnv
+from hlgym.envs.peer_selection import PeerSelectionEnv
 from hlgym.models.batched import StackedModels
 from hlgym.models.training import build_model
 
@@ -102,10 +102,7 @@ class BatchedPeerSelection:
             results = self.step(indices, [cfg.start_peer] * len(indices))
             return [self.envs[i]._forced_first_round(r) for i, r in zip(indices, results, strict=True)]
         probes = self._probes(indices)
-        return [
-            (self.envs[i]._observe(p), self.envs[i]._info(dict(_NO_REWARD), delivered=True, hop=0.0))
-            for i, p in zip(indices, probes, strict=True)
-        ]
+        return [self.envs[i]._opening(p) for i, p in zip(indices, probes, strict=True)]
 
     def step(self, indices: Sequence[int], actions: Iterable[Any]) -> list[StepResult]:
         """One round in each of the copies ``indices``; returns their step tuples."""
@@ -114,9 +111,7 @@ class BatchedPeerSelection:
             return []
         for i, action in zip(indices, actions, strict=True):
             # Check every action before any copy moves, so a bad one leaves all copies as they were.
-            self.envs[i]._check_action(action)
-            if not self.envs[i]._running:
-                raise RuntimeError(f"env {i}: step() after the episode ended; reset it first")
+            self.envs[i]._check_step(action)
         moves = [self.envs[i]._dispatch(a) for i, a in zip(indices, actions, strict=True)]
         t0 = time.perf_counter()
         self._train(indices, [m.peer if m.delivered else None for m in moves])

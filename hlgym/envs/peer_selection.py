@@ -205,7 +205,7 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         if self.config.first_round_at_start:
             # As the reference: round 1 trains at the starter whatever the policy.
             return self._forced_first_round(self.step(self.config.start_peer))
-        return self._observe(self._probe_stats()), self._info(dict(_NO_REWARD), delivered=True, hop=0.0)
+        return self._opening(self._probe_stats())
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Send the model to peer ``action``, train it there, evaluate, and score the round."""
@@ -318,6 +318,10 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         self.route: list[int] = [self._holder]
         self._log = [f"round   0  model at peer {self._holder}  acc {self._accuracy:.4f}"]
 
+    def _opening(self, probe: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """``reset``'s ``(obs, info)`` when no round is forced (nothing paid, nothing scored)."""
+        return self._observe(probe), self._info(dict(_NO_REWARD), delivered=True, hop=0.0)
+
     def _forced_first_round(
         self, result: tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]
     ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -332,11 +336,16 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
     def _optimizer_index(self, peer: int) -> int:
         return peer if self.config.per_peer_optimizer else 0
 
-    def _dispatch(self, action: Any) -> _Move:
-        """Check the action and pay the hop; the model moves unless the peer is offline."""
+    def _check_step(self, action: Any) -> int:
+        """The peer ``action`` names, if a step may be taken now; raises otherwise."""
         peer = self._check_action(action)
         if not self._running:
             raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
+        return peer
+
+    def _dispatch(self, action: Any) -> _Move:
+        """Check the action and pay the hop; the model moves unless the peer is offline."""
+        peer = self._check_step(action)
         prev = self._holder
         hop = float(self.distances[prev, peer])
         self._comm_cost += hop

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hlgym.models.training import OPTIMIZERS
+
 # Adam's defaults, as torch.optim.Adam in make_optimizer.
 _BETA1, _BETA2 = 0.9, 0.999
 # [images x copies] per evaluation chunk: activations of about this many images stay in the
@@ -60,8 +62,8 @@ class StackedModels:
         adam_eps: float,
         channels_last: bool,
     ) -> None:
-        if optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer={optimizer!r} is not known; accepted: adam, sgd")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={optimizer!r} is not known; accepted: {', '.join(OPTIMIZERS)}")
         self._plan: list[tuple[nn.Module, list[int]]] = []
         offset = 0
         for module in template.modules():
@@ -78,7 +80,6 @@ class StackedModels:
         shapes = [p.shape for p in template.parameters()]
         first = next(template.parameters())
         device, dtype = first.device, first.dtype
-        self.k = k
         self.optimizer = optimizer
         self.lr = lr
         self.adam_eps = adam_eps
