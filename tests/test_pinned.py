@@ -1,0 +1,127 @@
+"""Trajectories pinned before the round was split into episode bookkeeping and model work
+(commit b9106ba): every registered id, single and batched, must still give them.
+
+The figures live in ``pinned_trajectories.json`` beside this file. They were written by
+``python -m tests.test_pinned --write`` on the code before the change and must not be
+rewritten to make a test pass: a difference is a change of behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import hlgym  # noqa: F401  (registers the ids)
+
+PINNED = Path(__file__).with_name("pinned_trajectories.json")
+ACTIONS = [3, 1, 4, 1, 5, 9, 2, 6]
+SEED = 7
+# The HL presets on synthetic data, whatever this machine has installed, so the figures do
+# not depend on which data sets are present.
+SMALL_HL = {"dataset": "synthetic", "main_samples": 40, "other_samples": 10, "eval_samples": 300, "max_rounds": 6}
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "default": ("hlgym/PeerSelection-v0", {"max_rounds": 6}),
+    "default-offline-euclidean": (
+        "hlgym/PeerSelection-v0",
+        {"max_rounds": 6, "offline_prob": 0.3, "topology": "euclidean"},
+    ),
+    "default-hl_pca-shared-optimizer": (
+        "hlgym/PeerSelection-v0",
+        {"max_rounds": 6, "observation": "hl_pca", "pca_components": 4, "per_peer_optimizer": False},
+    ),
+    "hl-mnist": ("hlgym/HL-MNIST-v0", SMALL_HL),
+    "hl-fashion-mnist": ("hlgym/HL-FashionMNIST-v0", {**SMALL_HL, "observation": "peer_features"}),
+}
+
+
+def _summary(obs: np.ndarray, reward: float | None, info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "obs_sum": float(np.sum(obs, dtype=np.float64)),
+        "obs_abs": float(np.abs(obs).sum(dtype=np.float64)),
+        "reward": None if reward is None else float(reward),
+        "accuracy": float(info["accuracy"]),
+        "holder": int(info["holder"]),
+        "round": int(info["round"]),
+        "comm_cost": float(info["comm_cost"]),
+        "bytes_sent": int(info["bytes_sent"]),
+        "delivered": bool(info["delivered"]),
+    }
+
+
+def single_trajectory(env_id: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """One episode of fixed actions from ``reset(seed=SEED)``."""
+    env = gym.make(env_id, **overrides)
+    obs, info = env.reset(seed=SEED)
+    out = [_summary(obs, None, info)]
+    for action in ACTIONS:
+        obs, reward, terminated, truncated, info = env.step(action)
+        out.append(_summary(obs, float(reward), info))
+        if terminated or truncated:
+            break
+    return out
+
+
+def batched_trajectory(env_id: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two copies in ``gymnasium.make_vec``'s batched env, across an auto-reset."""
+    envs = gym.make_vec(env_id, num_envs=2, **overrides)
+    obs, _ = envs.reset(seed=SEED)
+    out = [{"obs_sum": float(np.sum(obs, dtype=np.float64))}]
+    for t in range(len(ACTIONS) + 2):
+        actions = np.array([ACTIONS[t % len(ACTIONS)], ACTIONS[(t + 3) % len(ACTIONS)]])
+        obs, rewards, terminated, truncated, infos = envs.step(actions)
+        out.append(
+            {
+                "obs_sum": float(np.sum(obs, dtype=np.float64)),
+                "rewards": [float(r) for r in rewards],
+                "done": [bool(d) for d in terminated | truncated],
+                "round": [int(r) for r in infos["round"]],
+                "holder": [int(h) for h in infos["holder"]],
+            }
+        )
+    return out
+
+
+def fingerprints() -> dict[str, Any]:
+    """Every case's single and batched trajectories."""
+    return {
+        name: {"single": single_trajectory(env_id, kw), "batched": batched_trajectory(env_id, kw)}
+        for name, (env_id, kw) in CASES.items()
+    }
+
+
+def _assert_close(got: Any, want: Any, where: str) -> None:
+    if isinstance(want, dict):
+        assert set(got) == set(want), where
+        for key in want:
+            _assert_close(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), f"{where}: {len(got)} entries, pinned {len(want)}"
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _assert_close(g, w, f"{where}[{i}]")
+    elif isinstance(want, float):
+        # Same code path, same arithmetic: equal up to the last bits a different summation
+        # order inside a BLAS call could move.
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-6), where
+    else:
+        assert got == want, where
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_trajectories_equal_the_pinned_ones(case: str) -> None:
+    pinned = json.loads(PINNED.read_text())[case]
+    env_id, overrides = CASES[case]
+    _assert_close(single_trajectory(env_id, overrides), pinned["single"], f"{case}.single")
+    _assert_close(batched_trajectory(env_id, overrides), pinned["batched"], f"{case}.batched")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        raise SystemExit("usage: python -m tests.test_pinned --write  (rewrites the pinned figures)")
+    PINNED.write_text(json.dumps(fingerprints(), indent=1) + "\n")
+    print(f"wrote {PINNED}")
