@@ -71,7 +71,7 @@ def batched_trajectory(env_id: str, overrides: dict[str, Any]) -> list[dict[str,
     """Two copies in ``gymnasium.make_vec``'s batched env, across an auto-reset."""
     envs = gym.make_vec(env_id, num_envs=2, **overrides)
     obs, _ = envs.reset(seed=SEED)
-    out = [{"obs_sum": float(np.sum(obs, dtype=np.float64))}]
+    out: list[dict[str, Any]] = [{"obs_sum": float(np.sum(obs, dtype=np.float64))}]
     for t in range(len(ACTIONS) + 2):
         actions = np.array([ACTIONS[t % len(ACTIONS)], ACTIONS[(t + 3) % len(ACTIONS)]])
         obs, rewards, terminated, truncated, infos = envs.step(actions)
