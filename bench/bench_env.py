@@ -28,9 +28,9 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 import hlgym
-from hlgym.envs import PRESETS, BatchedPeerSelectionVecEnv, DataNotFoundError, PeerSelectionEnv
-
-PHASES = ("train", "evaluate", "observe")  # the keys of the envs' last_timing
+from hlgym.agents.sb3 import BatchedPeerSelectionVecEnv
+from hlgym.envs import PRESETS, DataNotFoundError, Episode, PeerSelectionEnv
+from hlgym.envs.rounds import PHASES  # the keys of the envs' last_timing
 
 
 def forward_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -56,13 +56,12 @@ def forward_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
     return total
 
 
-def step_flops(env: PeerSelectionEnv, peer: int, per_sample: int) -> float:
+def step_flops(episode: Episode, peer: int, per_sample: int) -> float:
     """Arithmetic of one step at ``peer``: training (forward + backward, about 3x a forward)
     on its data, evaluation of the reward's test images, and the probes."""
-    cfg = env.config
-    trained = 3 * per_sample * len(env._peer_y[peer]) * cfg.local_epochs
-    evaluated = per_sample * (len(env._y_test) + (len(env._probe_y) if cfg.observation == "peer_features" else 0))
-    return float(trained + evaluated)
+    trained = 3 * per_sample * len(episode.peer_y[peer]) * episode.config.local_epochs
+    probed = len(episode.probe_y) if episode.needs_probes else 0
+    return float(trained + per_sample * (len(episode.data.y_eval) + probed))
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -124,11 +123,11 @@ def bench(env_id: str, steps: int, seed: int = 0, **overrides: Any) -> dict[str,
     phases: dict[str, list[float]] = {k: [] for k in PHASES}
     holder = 1
     # The architecture is fixed for the env, so its per-sample cost is counted once.
-    per_sample = forward_flops(base._model, base._data.input_shape)
+    per_sample = forward_flops(base.model, base.episode.data.input_shape)
     flops: list[float] = []
     for _ in range(steps):
         holder = (holder + 1) % n
-        flops.append(step_flops(base, holder, per_sample))
+        flops.append(step_flops(base.episode, holder, per_sample))
         t = time.perf_counter()
         _, _, terminated, truncated, _ = env.step(holder)
         totals.append(time.perf_counter() - t)
@@ -192,9 +191,9 @@ def bench_vec(env_id: str, n_envs: int, steps: int, blocks: int = 2, **overrides
             record = phases if venv is batched else None
             times[name] += _time_vec(venv, steps, np.random.default_rng(block), cfg.n_peers, record)
     # The batched env's arithmetic per vector step: every copy trains at a peer of equal data.
-    env = batched.envs[0]
-    per_sample = forward_flops(env._model, env._data.input_shape)
-    flop = n_envs * step_flops(env, 0, per_sample)
+    copy = batched.envs[0]
+    per_sample = forward_flops(copy.model, copy.episode.data.input_shape)
+    flop = n_envs * step_flops(copy.episode, 0, per_sample)
     mean = {k: statistics.fmean(v) for k, v in times.items()}
     return {
         "env_id": env_id,

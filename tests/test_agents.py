@@ -125,7 +125,7 @@ def test_train_meta_cli(tmp_path: Path, algo: str) -> None:
     ],
 )
 def test_train_meta_cli_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
-    import train_meta
+    from hlgym import train as train_meta
 
     with pytest.raises(SystemExit) as err:
         train_meta.main(["--no-progress", "--out", str(tmp_path / "run"), *args])

@@ -12,14 +12,11 @@ from sb3_contrib.common.maskable.utils import get_action_masks
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import hlgym  # noqa: F401  (registers the ids)
-from hlgym.envs import (
-    BatchedPeerSelectionVecEnv,
-    BatchedPeerSelectionVectorEnv,
-    PeerSelectionConfig,
-    PeerSelectionEnv,
-)
+from hlgym.agents.sb3 import BatchedPeerSelectionVecEnv
+from hlgym.envs import BatchedPeerSelectionVectorEnv, PeerSelectionConfig, PeerSelectionEnv
 from hlgym.models.batched import StackedModels
 from hlgym.models.training import build_model, flat_weights, local_train, make_optimizer, per_sample_loss
+from hlgym.models.work import TrainJob
 
 # Small settings so episodes end (and copies auto-reset) within the steps a test takes.
 CASES: dict[str, dict[str, Any]] = {
@@ -99,10 +96,10 @@ def test_stacked_models_match_one_model_at_a_time(optimizer: str) -> None:
     for state in (0, 1, 0):
         for i, m in enumerate(models):
             local_train(m, optimizers[i][state], x[i], y[i], 1, 32, gens[i])
-        stacked.train([0, 1, 2], [state] * 3, x, y, 1, 32, twins)
+        stacked.train([TrainJob(i, state, x[i], y[i], twins[i]) for i in range(3)], 1, 32)
     x_test = torch.rand(300, 1, 28, 28, generator=gen, dtype=torch.float64)
     y_test = torch.randint(0, 10, (300,), generator=gen)
-    loss, hits = stacked.per_sample_loss([2, 0], x_test, y_test, shared=True)
+    loss, hits = stacked.per_sample_loss([2, 0], x_test, y_test)
     for row, i in enumerate((2, 0)):
         torch.testing.assert_close(stacked.flat(i), flat_weights(models[i]), atol=1e-10, rtol=0)
         ref_loss, ref_hits = per_sample_loss(models[i], x_test, y_test)

@@ -204,11 +204,13 @@ def test_render_modes() -> None:
 
 def test_euclidean_topology_is_redrawn_per_seed() -> None:
     env = PeerSelectionEnv(topology="euclidean")
+    assert env.distances is None  # drawn by each reset
     env.reset(seed=0)
-    d0 = env.distances.copy()
+    d0 = np.array(env.distances)
     env.reset(seed=1)
-    assert not np.array_equal(d0, env.distances)
-    assert np.allclose(env.distances, env.distances.T) and env.distances.max() <= 0.1 + 1e-12
+    d1 = env.distances
+    assert d1 is not None and not np.array_equal(d0, d1)
+    assert np.allclose(d1, d1.T) and d1.max() <= 0.1 + 1e-12
 
 
 def test_user_matrix_topology() -> None:
@@ -231,13 +233,14 @@ def test_config_object_and_overrides() -> None:
 def test_eval_samples_rewards_on_a_fixed_subset() -> None:
     env = PeerSelectionEnv(eval_samples=100, max_rounds=5)
     _, info = env.reset(seed=0)
-    assert len(env._y_test) == 100
-    share = np.bincount(env._y_test_full.numpy()) / len(env._y_test_full)
-    assert np.abs(np.bincount(env._y_test.numpy()) - 100 * share).max() < 1  # stratified
+    data = env.episode.data
+    assert len(data.y_eval) == 100
+    share = np.bincount(data.y_test.numpy()) / len(data.y_test)
+    assert np.abs(np.bincount(data.y_eval.numpy()) - 100 * share).max() < 1  # stratified
     _, _, _, _, info = env.step(3)
     assert info["accuracy"] * 100 == pytest.approx(round(info["accuracy"] * 100), abs=1e-4)  # a share of 100 images
     assert 0.0 <= env.full_test_accuracy() <= 1.0
     other = PeerSelectionEnv(eval_samples=100)
-    np.testing.assert_array_equal(other._y_test.numpy(), env._y_test.numpy())  # the same subset in every env
+    np.testing.assert_array_equal(other.episode.data.y_eval.numpy(), data.y_eval.numpy())  # the same in every env
     with pytest.raises(ValueError, match="eval_samples=0 is not accepted"):
         PeerSelectionEnv(eval_samples=0)

@@ -97,7 +97,7 @@ def test_bad_input(records: dict[str, list[EpisodeRecord]], tmp_path: Path) -> N
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "ppo"
-    import train_meta
+    from hlgym import train as train_meta
 
     train_meta.main(
         [

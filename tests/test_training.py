@@ -89,7 +89,7 @@ def test_every_algo_trains_and_evaluates(tmp_path: Path, algo: str, extra: list[
 
 
 def test_bad_training_arguments(tmp_path: Path) -> None:
-    import train_meta as tm
+    from hlgym import train as tm
 
     cases = [
         (["--algo", "dqn", "--policy", "attention"], "policy='attention' is not accepted with algo='dqn'"),

@@ -1,13 +1,25 @@
 """Meta-policies and how they are judged."""
 
-from hlgym.agents.base import Agent, EpisodeRecord, Evaluation, Stat, evaluate, run_episode, summarize
+from hlgym.agents.base import (
+    Agent,
+    EpisodeOutcome,
+    EpisodeRecord,
+    EpisodeRecorder,
+    Evaluation,
+    Stat,
+    evaluate,
+    run_episode,
+    summarize,
+)
 from hlgym.agents.baselines import BASELINES, GreedyNearestAgent, RandomAgent, RoundRobinAgent
 from hlgym.agents.hl_dqn import HLDQNAgent
 
 __all__ = [
     "BASELINES",
     "Agent",
+    "EpisodeOutcome",
     "EpisodeRecord",
+    "EpisodeRecorder",
     "Evaluation",
     "GreedyNearestAgent",
     "HLDQNAgent",

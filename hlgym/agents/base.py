@@ -86,6 +86,87 @@ class EpisodeRecord:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    def outcome(self) -> EpisodeOutcome:
+        """The episode's totals."""
+        return EpisodeOutcome(
+            self.rounds, self.comm_cost, self.bytes_sent, self.final_accuracy, self.reached_goal, self.episode_return
+        )
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """The totals of a finished episode (a row of a run's training log).
+
+    Attributes:
+        rounds: Rounds played.
+        comm_cost: Total hop cost [distance units].
+        bytes_sent: Total model bytes moved.
+        final_accuracy: Accuracy after the last round.
+        reached_goal: Whether the accuracy reached the goal.
+        episode_return: Sum of the rewards.
+    """
+
+    rounds: int
+    comm_cost: float
+    bytes_sent: int
+    final_accuracy: float
+    reached_goal: bool
+    episode_return: float
+
+    @classmethod
+    def from_final_info(cls, info: dict[str, Any], episode_return: float, goal: float) -> EpisodeOutcome:
+        """The outcome from the info dict of an episode's last step."""
+        accuracy = float(info["accuracy"])
+        return cls(
+            int(info["round"]),
+            float(info["comm_cost"]),
+            int(info["bytes_sent"]),
+            accuracy,
+            accuracy >= goal,
+            float(episode_return),
+        )
+
+
+class EpisodeRecorder:
+    """Fills an :class:`EpisodeRecord` from an episode's ``reset`` and ``step`` results.
+
+    Args:
+        seed: The ``reset`` seed (-1 when the env continued its RNG).
+        info: ``reset``'s info.
+        env: The env (its ``positions`` and ``main_classes`` are recorded for drawing).
+    """
+
+    def __init__(self, seed: int, info: dict[str, Any], env: gym.Env[Any, Any]) -> None:
+        base = env.unwrapped
+        positions = getattr(base, "positions", None)
+        main_classes = getattr(base, "main_classes", None)
+        self.record = EpisodeRecord(
+            seed=seed,
+            route=[int(info["holder"])],
+            accuracy=[float(info["accuracy"])],
+            # Rounds the env played in reset (first_round_at_start).
+            forced_rounds=int(info["round"]),
+            positions=[] if positions is None else np.asarray(positions).tolist(),
+            main_classes=[] if main_classes is None else [int(c) for c in main_classes],
+        )
+
+    def step(self, reward: float, terminated: bool, info: dict[str, Any]) -> None:
+        """Record one step's result."""
+        rec = self.record
+        rec.route.append(int(info["holder"]))
+        rec.accuracy.append(float(info["accuracy"]))
+        rec.hop_costs.append(float(info["hop_cost"]))
+        rec.rewards.append(float(reward))
+        rec.reached_goal = bool(terminated)
+
+    def finish(self, info: dict[str, Any]) -> EpisodeRecord:
+        """The record, with the totals of the last step's ``info``."""
+        rec = self.record
+        rec.rounds = int(info["round"])
+        rec.comm_cost = float(info["comm_cost"])
+        rec.bytes_sent = int(info["bytes_sent"])
+        return rec
+
 
 @dataclass(frozen=True)
 class Stat:
@@ -139,29 +220,14 @@ def run_episode(agent: Agent, env: gym.Env[Any, Any], seed: int) -> EpisodeRecor
     """Play one episode of ``agent`` in ``env`` from ``reset(seed=seed)``."""
     agent.reset()
     obs, info = env.reset(seed=seed)
-    base = env.unwrapped
-    rec = EpisodeRecord(
-        seed=seed,
-        route=[int(info["holder"])],
-        accuracy=[float(info["accuracy"])],
-        positions=np.asarray(getattr(base, "positions", np.zeros((0, 2)))).tolist(),
-        main_classes=[int(c) for c in getattr(base, "main_classes", [])],
-    )
-    rec.forced_rounds = int(info["round"])  # rounds the env played in reset (first_round_at_start)
+    recorder = EpisodeRecorder(seed, info, env)
     done = False
     while not done:
         action = int(agent.act(obs, info))
         obs, reward, terminated, truncated, info = env.step(action)
         done = terminated or truncated
-        rec.route.append(int(info["holder"]))
-        rec.accuracy.append(float(info["accuracy"]))
-        rec.hop_costs.append(float(info["hop_cost"]))
-        rec.rewards.append(float(reward))
-        rec.reached_goal = bool(terminated)
-    rec.rounds = int(info["round"])
-    rec.comm_cost = float(info["comm_cost"])
-    rec.bytes_sent = int(info["bytes_sent"])
-    return rec
+        recorder.step(float(reward), bool(terminated), info)
+    return recorder.finish(info)
 
 
 def evaluate(agent: Agent, env: gym.Env[Any, Any], episodes: int, seed: int = 0, progress: bool = False) -> Evaluation:

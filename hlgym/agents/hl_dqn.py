@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from hlgym.agents.base import EpisodeRecord
+from hlgym.agents.base import EpisodeRecord, EpisodeRecorder
 from hlgym.atomic import write_bytes_atomic
 
 Transition = tuple[np.ndarray, int, float, np.ndarray, bool]
@@ -210,8 +210,8 @@ class HLDQNAgent:
             while self.timesteps < total_timesteps:
                 self.reset()
                 obs, info = env.reset(seed=seed if first else None)
+                recorder = EpisodeRecorder(seed if first and seed is not None else -1, info, env)
                 first = False
-                rec = EpisodeRecord(seed=-1, route=[int(info["holder"])], accuracy=[float(info["accuracy"])])
                 done = False
                 while not done:
                     action = self.act(obs, info)
@@ -219,20 +219,11 @@ class HLDQNAgent:
                     done = bool(terminated or truncated)
                     self.remember(obs, action, float(reward), next_obs, done, int(info["round"]))
                     obs = next_obs
-                    rec.route.append(int(info["holder"]))
-                    rec.accuracy.append(float(info["accuracy"]))
-                    rec.hop_costs.append(float(info["hop_cost"]))
-                    rec.rewards.append(float(reward))
-                    rec.reached_goal = bool(terminated)
+                    recorder.step(float(reward), bool(terminated), info)
                     bar.update(1)
-                rec.rounds, rec.comm_cost, rec.bytes_sent = (
-                    int(info["round"]),
-                    float(info["comm_cost"]),
-                    int(info["bytes_sent"]),
-                )
                 self.end_episode()
                 if callback is not None:
-                    callback(rec, self)
+                    callback(recorder.finish(info), self)
         finally:
             bar.close()
             self.training = False
@@ -254,11 +245,15 @@ class HLDQNAgent:
             "gen": self._gen.get_state(),
         }
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the agent to ``path`` atomically (a crash leaves the old file whole)."""
+    def to_bytes(self) -> bytes:
+        """The agent as :meth:`save` writes it."""
         buf = io.BytesIO()
         torch.save(self.state_dict(), buf)
-        write_bytes_atomic(path, buf.getvalue())
+        return buf.getvalue()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the agent to ``path`` atomically (a crash leaves the old file whole)."""
+        write_bytes_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> HLDQNAgent:

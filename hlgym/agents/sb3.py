@@ -1,18 +1,16 @@
-"""Stable-Baselines3 (and sb3-contrib) meta-policies: factory, callbacks, checkpoints, agent.
+"""Stable-Baselines3 (and sb3-contrib): the batched VecEnv, algorithm factory, callbacks,
+checkpoints, and trained models as agents.
 
-The run folder a training writes (``train_meta.py`` drives it):
-
-- ``checkpoints/ckpt_<steps>.zip`` (+ ``ckpt_<steps>_replay.pkl`` for DQN) and
-  ``checkpoints/checkpoint.json``, written last, naming the newest complete checkpoint;
-- ``episodes.csv`` and ``monitor.csv`` (see :class:`hlgym.runs.EpisodeLog`);
-- ``tb/``: TensorBoard logs, with ``hl/rounds``, ``hl/comm_cost``, ``hl/accuracy``.
+Training writes its files through :class:`hlgym.runs.RunFolder` (``hlgym.train`` drives it);
+TensorBoard gets ``hl/rounds``, ``hl/comm_cost``, ``hl/final_accuracy`` and the rest of
+:data:`TENSORBOARD_KEYS`.
 """
 
 from __future__ import annotations
 
 import importlib
 import io
-import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +21,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from hlgym.agents.attention import PeerAttentionPolicy
-from hlgym.atomic import write_bytes_atomic, write_json_atomic
-from hlgym.envs import BatchedPeerSelectionVecEnv, PeerSelectionConfig
-from hlgym.runs import EpisodeLog
+from hlgym.agents.base import EpisodeOutcome
+from hlgym.envs import PeerSelectionConfig
+from hlgym.envs.vector import BatchedPeerSelection, EnvCopy, check_copy_method
+from hlgym.runs import EpisodeLog, RunFolder
 
 # name -> (module, class, the policy "mlp" maps to)
 ALGORITHMS: dict[str, tuple[str, str, str]] = {
@@ -39,7 +39,118 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
 }
 ATTENTION_ALGOS = ("ppo", "a2c")
 POLICIES = ("mlp", "attention")
-CHECKPOINT_META = "checkpoint.json"
+# Training-log columns also logged to TensorBoard (as hl/<key>).
+TENSORBOARD_KEYS = ("rounds", "comm_cost", "bytes_sent", "final_accuracy", "reached_goal", "return")
+
+
+class BatchedPeerSelectionVecEnv(VecEnv):
+    """Stable-Baselines3 ``VecEnv`` of ``n_envs`` :class:`~hlgym.envs.PeerSelectionEnv` copies
+    whose inner models train and evaluate in batched calls (:mod:`hlgym.envs.vector`).
+
+    It behaves as ``DummyVecEnv([lambda: PeerSelectionEnv(config)] * n_envs)``: the same seeds
+    (``seed(s)`` gives copy ``i`` the seed ``s + i``) give the same trajectories up to float
+    rounding; a finished copy resets in the same step, with the last observation in
+    ``info["terminal_observation"]`` and ``info["TimeLimit.truncated"]`` set as SB3 expects.
+    ``env_method`` and ``get_attr`` reach the copies' read-only handles
+    (:class:`~hlgym.envs.vector.EnvCopy`; ``env_method("action_masks")`` serves MaskablePPO);
+    wrap it in ``VecMonitor`` for episode statistics.
+
+    Args:
+        config: The copies' configuration (a config, a dict of its fields, or None for the
+            embedded default).
+        n_envs: Number of copies.
+        render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``.
+        **overrides: Replace fields of ``config``.
+
+    >>> from hlgym.agents.sb3 import BatchedPeerSelectionVecEnv
+    >>> venv = BatchedPeerSelectionVecEnv(n_envs=4)
+    >>> venv.seed(0)
+    [0, 1, 2, 3]
+    >>> venv.reset().shape
+    (4, 10, 8)
+    """
+
+    def __init__(
+        self,
+        config: PeerSelectionConfig | dict[str, Any] | None = None,
+        n_envs: int = 8,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.engine = BatchedPeerSelection(config, n_envs, render_mode, **overrides)
+        self._actions: list[Any] = []
+        super().__init__(self.engine.n_envs, self.engine.observation_space, self.engine.action_space)
+
+    @property
+    def envs(self) -> list[EnvCopy]:
+        """The copies (read-only handles)."""
+        return self.engine.copies
+
+    @property
+    def last_timing(self) -> dict[str, float]:
+        """[s] train / evaluate / observe time of the last ``step_wait`` (all copies together)."""
+        return self.engine.last_timing
+
+    def reset(self) -> VecEnvObs:
+        """Reset every copy with the seeds and options set by ``seed()`` / ``set_options()``."""
+        results = self.engine.reset(range(self.num_envs), self._seeds, [opt or None for opt in self._options])
+        self.reset_infos = [info for _, info in results]
+        self._reset_seeds()
+        self._reset_options()
+        return np.stack([obs for obs, _ in results])
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Remember the actions for :meth:`step_wait`."""
+        self._actions = list(np.asarray(actions).reshape(self.num_envs))
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step every copy; finished copies reset at once (SB3's auto-reset)."""
+        results = self.engine.step(range(self.num_envs), self._actions)
+        obs = [r[0] for r in results]
+        infos = [r[4] for r in results]
+        done = []
+        for i, (o, _, terminated, truncated, info) in enumerate(results):
+            info["TimeLimit.truncated"] = truncated and not terminated
+            if terminated or truncated:
+                info["terminal_observation"] = o
+                done.append(i)
+        for i, (o, info) in zip(done, self.engine.reset(done, [None] * len(done), [None] * len(done)), strict=True):
+            obs[i] = o
+            self.reset_infos[i] = info
+        rewards = np.array([r[1] for r in results], dtype=np.float32)
+        dones = np.array([r[2] or r[3] for r in results], dtype=bool)
+        return np.stack(obs), rewards, dones, infos
+
+    def close(self) -> None:
+        """Nothing to release: the copies hold no processes or files."""
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """An attribute of each copy in ``indices``."""
+        return [getattr(self.envs[i], attr_name) for i in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute of each copy's handle in ``indices``."""
+        for i in self._get_indices(indices):
+            setattr(self.envs[i], attr_name, value)
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
+        """Call a read-only method of each copy in ``indices`` (not ``step`` / ``reset``)."""
+        check_copy_method(method_name)
+        return [getattr(self.envs[i], method_name)(*method_args, **method_kwargs) for i in self._get_indices(indices)]
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper[Any, Any, Any, Any]], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        """The copies are bare envs: never wrapped."""
+        return [False for _ in self._get_indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        """Each copy's ``rgb_array`` render."""
+        if self.render_mode != "rgb_array":
+            raise ValueError(f"get_images() needs render_mode='rgb_array', got render_mode={self.render_mode!r}")
+        return [copy.render() for copy in self.envs]  # type: ignore[misc]
 
 
 def algorithm_class(algo: str) -> type[BaseAlgorithm]:
@@ -67,7 +178,7 @@ def policy_for(algo: str, policy: str) -> str | type[PeerAttentionPolicy]:
 def make_vec_env(env_id: str, config: PeerSelectionConfig, n_envs: int, seed: int) -> VecEnv:
     """``n_envs`` copies of the env with episode statistics (``VecMonitor``), seeded ``seed + i``.
 
-    More than one copy: a :class:`~hlgym.envs.BatchedPeerSelectionVecEnv`, whose copies'
+    More than one copy: a :class:`BatchedPeerSelectionVecEnv`, whose copies'
     models train and evaluate in batched calls (same trajectories as a ``DummyVecEnv``, up to
     float rounding; README "Speed"). One copy: ``gym.make(env_id, config=config)`` in a
     ``DummyVecEnv``.
@@ -83,8 +194,8 @@ def make_vec_env(env_id: str, config: PeerSelectionConfig, n_envs: int, seed: in
 
 
 class EpisodeLogCallback(BaseCallback):
-    """Writes every finished training episode to the run's :class:`EpisodeLog` and logs the
-    means of rounds, comm cost, bytes and accuracy to TensorBoard under ``hl/``."""
+    """Writes every finished training episode to the run's :class:`~hlgym.runs.EpisodeLog`
+    and logs the means of rounds, comm cost, bytes and accuracy to TensorBoard under ``hl/``."""
 
     def __init__(self, log: EpisodeLog, goal: float) -> None:
         super().__init__()
@@ -93,32 +204,21 @@ class EpisodeLogCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
-            if not done:
-                continue
-            row = {
-                "timesteps": self.num_timesteps,
-                "rounds": int(info["round"]),
-                "comm_cost": float(info["comm_cost"]),
-                "bytes_sent": int(info["bytes_sent"]),
-                "final_accuracy": float(info["accuracy"]),
-                "reached_goal": bool(info["accuracy"] >= self.goal),
-                "return": float(info["episode"]["r"]),
-            }
-            self.log.append(row)
-            for key, value in row.items():
-                if key != "timesteps":
-                    self.logger.record_mean(f"hl/{key}", float(value))
+            if done:
+                outcome = EpisodeOutcome.from_final_info(info, info["episode"]["r"], self.goal)
+                row = self.log.append(self.num_timesteps, outcome)
+                for key in TENSORBOARD_KEYS:
+                    self.logger.record_mean(f"hl/{key}", float(row[key]))
         return True
 
 
 class CheckpointCallback(BaseCallback):
-    """Every ``every`` steps: the model (and DQN's replay buffer), then ``checkpoint.json``
-    naming them and the episodes logged so far. Each file is written atomically and the
-    JSON last, so the newest checkpoint it names is always complete."""
+    """Every ``every`` steps, a checkpoint of the model in the run folder (see
+    :func:`save_checkpoint`), counting the episodes logged so far."""
 
-    def __init__(self, folder: Path, every: int, log: EpisodeLog, keep: int = 2) -> None:
+    def __init__(self, run: RunFolder, every: int, log: EpisodeLog) -> None:
         super().__init__()
-        self.folder, self.every, self.log, self.keep = folder, every, log, keep
+        self.run, self.every, self.log = run, every, log
         self._last = 0
 
     def _on_training_start(self) -> None:
@@ -127,52 +227,32 @@ class CheckpointCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.num_timesteps - self._last >= self.every:
             self._last = self.num_timesteps
-            save_checkpoint(self.model, self.folder, self.log.n_rows, self.keep)
+            save_checkpoint(self.model, self.run, self.log.n_rows)
         return True
 
 
-def save_checkpoint(model: BaseAlgorithm, folder: Path, episodes: int, keep: int = 2) -> Path:
-    """Save ``model`` as the newest checkpoint in ``folder``; returns the model file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    steps = model.num_timesteps
+def save_checkpoint(model: BaseAlgorithm, run: RunFolder, episodes: int) -> Path:
+    """Save ``model`` (and an off-policy algorithm's replay buffer) as the run's newest
+    checkpoint (:meth:`hlgym.runs.RunFolder.commit_checkpoint`); returns the model file."""
     buf = io.BytesIO()
     model.save(buf)
-    model_file = folder / f"ckpt_{steps}.zip"
-    write_bytes_atomic(model_file, buf.getvalue())
-    meta: dict[str, Any] = {"timesteps": steps, "episodes": episodes, "model": model_file.name, "replay": None}
+    replay = None
     if isinstance(model, OffPolicyAlgorithm):
         rbuf = io.BytesIO()
         model.save_replay_buffer(rbuf)
-        replay_file = folder / f"ckpt_{steps}_replay.pkl"
-        write_bytes_atomic(replay_file, rbuf.getvalue())
-        meta["replay"] = replay_file.name
-    write_json_atomic(folder / CHECKPOINT_META, meta)
-    # Older checkpoints beyond ``keep`` go only after the new one is committed.
-    old = sorted(folder.glob("ckpt_*.zip"), key=lambda p: int(p.stem.split("_")[1]))[:-keep]
-    for path in old:
-        path.unlink(missing_ok=True)
-        (folder / f"{path.stem}_replay.pkl").unlink(missing_ok=True)
-    return model_file
+        replay = rbuf.getvalue()
+    return run.commit_checkpoint(model.num_timesteps, episodes, buf.getvalue(), replay)
 
 
-def read_checkpoint(folder: Path) -> dict[str, Any] | None:
-    """The newest checkpoint's metadata, or None if there is none."""
-    meta = folder / CHECKPOINT_META
-    if not meta.exists():
-        return None
-    data: dict[str, Any] = json.loads(meta.read_text())
-    return data
-
-
-def load_checkpoint(algo: str, folder: Path, venv: VecEnv, device: str) -> tuple[BaseAlgorithm, dict[str, Any]]:
-    """Load the newest checkpoint of ``folder`` onto ``venv``."""
-    meta = read_checkpoint(folder)
-    if meta is None:
-        raise FileNotFoundError(f"{folder / CHECKPOINT_META} not found: nothing to resume")
-    model = algorithm_class(algo).load(folder / meta["model"], env=venv, device=device)
-    if meta["replay"] and isinstance(model, OffPolicyAlgorithm):
-        model.load_replay_buffer(folder / meta["replay"])
-    return model, meta
+def load_checkpoint(algo: str, run: RunFolder, venv: VecEnv, device: str) -> tuple[BaseAlgorithm, dict[str, Any]]:
+    """Load the run's newest checkpoint onto ``venv``; returns the model and the manifest."""
+    manifest = run.latest_checkpoint()
+    if manifest is None:
+        raise FileNotFoundError(f"{run.checkpoints} holds no checkpoint: nothing to resume")
+    model = algorithm_class(algo).load(manifest["model"], env=venv, device=device)
+    if manifest["replay"] is not None and isinstance(model, OffPolicyAlgorithm):
+        model.load_replay_buffer(manifest["replay"])
+    return model, manifest
 
 
 class SB3Agent:

@@ -1,18 +1,20 @@
-"""The environment and what it is built from."""
+"""The environment and what it is built from (Gymnasium, torch and numpy only)."""
 
-from hlgym.envs.batched import BatchedPeerSelectionVecEnv, BatchedPeerSelectionVectorEnv
 from hlgym.envs.config import PeerSelectionConfig
 from hlgym.envs.datasets import DataNotFoundError, Dataset, load_dataset
+from hlgym.envs.episode import Episode, ResetNeededError
 from hlgym.envs.peer_selection import PeerSelectionEnv
 from hlgym.envs.registration import PRESETS
+from hlgym.envs.vector import BatchedPeerSelectionVectorEnv
 
 __all__ = [
     "PRESETS",
-    "BatchedPeerSelectionVecEnv",
     "BatchedPeerSelectionVectorEnv",
     "DataNotFoundError",
     "Dataset",
+    "Episode",
     "PeerSelectionConfig",
     "PeerSelectionEnv",
+    "ResetNeededError",
     "load_dataset",
 ]

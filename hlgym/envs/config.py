@@ -6,7 +6,7 @@ import dataclasses
 import difflib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -124,12 +124,35 @@ class PeerSelectionConfig:
         check_field_names(overrides)
         return dataclasses.replace(self, **overrides)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PeerSelectionConfig:
+        """The config :meth:`to_dict` wrote (or any mapping of field names to values);
+        unknown names raise a ``TypeError`` that lists the accepted ones."""
+        check_field_names(data)
+        return cls(**data)
+
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values (the matrix as nested lists)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         if not isinstance(self.topology, str):
             out["topology"] = [list(row) for row in self.topology]
         return out
+
+
+def make_config(config: PeerSelectionConfig | Mapping[str, Any] | None = None, **overrides: Any) -> PeerSelectionConfig:
+    """``config`` (default: the embedded default; a mapping is read by
+    :meth:`PeerSelectionConfig.from_dict`, as registered specs hold it) with ``overrides``."""
+    if config is None:
+        base = PeerSelectionConfig()
+    elif isinstance(config, PeerSelectionConfig):
+        base = config
+    elif isinstance(config, Mapping):
+        base = PeerSelectionConfig.from_dict(config)
+    else:
+        raise TypeError(
+            f"config={config!r} is not accepted; accepted: a PeerSelectionConfig, a dict of its fields, or None"
+        )
+    return base.replace(**overrides)
 
 
 def field_names() -> list[str]:

@@ -10,7 +10,7 @@ from hlgym.envs.config import PeerSelectionConfig
 
 ENTRY_POINT = "hlgym.envs.peer_selection:PeerSelectionEnv"
 # gymnasium.make_vec(id, num_envs) builds the batched vector env (the copies' models train in batched calls).
-VECTOR_ENTRY_POINT = "hlgym.envs.batched:BatchedPeerSelectionVectorEnv"
+VECTOR_ENTRY_POINT = "hlgym.envs.vector:BatchedPeerSelectionVectorEnv"
 
 # The reference (yuweisunn/homogeneous-learning-tensorflow), fact by fact: see docs/architecture.md.
 _HL_REFERENCE: dict[str, Any] = {
@@ -48,9 +48,17 @@ PRESETS: dict[str, PeerSelectionConfig] = {
 
 
 def register_envs() -> None:
-    """Register every id in :data:`PRESETS` with Gymnasium (idempotent)."""
+    """Register every id in :data:`PRESETS` with Gymnasium (idempotent).
+
+    The registered kwargs are plain JSON values (``{"config": PeerSelectionConfig.to_dict()}``),
+    so a spec survives ``EnvSpec.to_json`` / ``from_json`` and travels between processes; a
+    ``config=`` given to ``gymnasium.make`` replaces it, and other keywords override fields.
+    """
     for env_id, config in PRESETS.items():
         if env_id not in gym.registry:
             gym.register(
-                id=env_id, entry_point=ENTRY_POINT, vector_entry_point=VECTOR_ENTRY_POINT, kwargs={"config": config}
+                id=env_id,
+                entry_point=ENTRY_POINT,
+                vector_entry_point=VECTOR_ENTRY_POINT,
+                kwargs={"config": config.to_dict()},
             )

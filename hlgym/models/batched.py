@@ -11,6 +11,7 @@ so :func:`~hlgym.models.training.build_model` stays the one definition of every 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hlgym.models.training import OPTIMIZERS
+from hlgym.models.training import OPTIMIZERS, keras_init_
+from hlgym.models.work import ModelSpec, TrainJob
 
 # Adam's defaults, as torch.optim.Adam in make_optimizer.
 _BETA1, _BETA2 = 0.9, 0.999
@@ -34,7 +36,8 @@ _GROUPED = "grouped"  # (B, copies * C, H, W): channel groups, one per copy, for
 
 
 class StackedModels:
-    """``k`` copies of ``template``'s architecture with their own weights and optimizer states.
+    """``k`` copies of ``template``'s architecture with their own weights and optimizer states:
+    the batched :class:`~hlgym.models.work.ModelWork` (a slot is a copy).
 
     Args:
         template: A model of the architecture (its weights are not used). Its leaf layers,
@@ -64,6 +67,7 @@ class StackedModels:
     ) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r} is not known; accepted: {', '.join(OPTIMIZERS)}")
+        self.template = template
         self._plan: list[tuple[nn.Module, list[int]]] = []
         offset = 0
         for module in template.modules():
@@ -89,16 +93,55 @@ class StackedModels:
         self._v = [torch.zeros((k, n_optimizers, *s), device=device, dtype=dtype) for s in shapes]
         self._steps = np.zeros((k, n_optimizers), dtype=np.int64)  # Adam's step count per state
 
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, k: int) -> StackedModels:
+        """``k`` slots of the models ``spec`` describes (weights drawn by :meth:`initialize`)."""
+        template = spec.build(torch.Generator().manual_seed(0))
+        return cls(
+            template, k, spec.n_optimizers, spec.optimizer, spec.lr, spec.adam_eps, channels_last=spec.channels_last
+        )
+
     # ------------------------------------------------------------------ slots
+
+    @property
+    def n_slots(self) -> int:
+        """Number of slots (copies)."""
+        return int(self.params[0].shape[0])
+
+    @property
+    def n_params(self) -> int:
+        """Scalar parameters of one copy."""
+        return sum(p[0].numel() for p in self.params)
+
+    def initialize(self, slots: Sequence[int], generators: Sequence[torch.Generator]) -> None:
+        """Draw each slot's weights from its generator, exactly as ``build_model`` draws a
+        model's, and clear its optimizer states."""
+        for slot, generator in zip(slots, generators, strict=True):
+            for module, idx in self._plan:
+                if isinstance(module, nn.Linear | nn.Conv2d):
+                    bias = self.params[idx[1]][slot] if len(idx) > 1 else None
+                    keras_init_(self.params[idx[0]][slot], bias, generator)
+            self._clear_states(slot)
+
+    def _clear_states(self, slot: int) -> None:
+        with torch.no_grad():
+            for m, v in zip(self._m, self._v, strict=True):
+                m[slot].zero_()
+                v[slot].zero_()
+        self._steps[slot] = 0
+
+    def module(self, slot: int) -> nn.Module:
+        """A new module with ``slot``'s weights (a copy of the template)."""
+        out = copy.deepcopy(self.template)
+        self.store(slot, out)
+        return out
 
     def load(self, slot: int, model: nn.Module) -> None:
         """Put ``model``'s weights in ``slot`` and clear the slot's optimizer states."""
         with torch.no_grad():
-            for stacked, p, m, v in zip(self.params, model.parameters(), self._m, self._v, strict=True):
+            for stacked, p in zip(self.params, model.parameters(), strict=True):
                 stacked[slot].copy_(p)
-                m[slot].zero_()
-                v[slot].zero_()
-        self._steps[slot] = 0
+        self._clear_states(slot)
 
     def store(self, slot: int, model: nn.Module) -> None:
         """Copy ``slot``'s weights into ``model`` (same architecture)."""
@@ -178,7 +221,28 @@ class StackedModels:
         out = h.transpose(0, 1).reshape(b, a * h.shape[2], *h.shape[3:])
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
-    def train(
+    def train(self, jobs: Sequence[TrainJob], epochs: int, batch_size: int) -> None:
+        """Run every job's local training, as ``local_train`` does for one model.
+
+        Jobs whose data have as many samples train together in one batched pass (they share
+        batch shapes); each slot shuffles with its own job's generator, so it sees the same
+        batches as a lone model with that generator.
+        """
+        groups: dict[int, list[TrainJob]] = {}
+        for job in jobs:
+            groups.setdefault(int(job.y.shape[0]), []).append(job)
+        for group in groups.values():
+            self._train_group(
+                [j.slot for j in group],
+                [j.state for j in group],
+                torch.stack([j.x for j in group]),
+                torch.stack([j.y for j in group]),
+                epochs,
+                batch_size,
+                [j.generator for j in group],
+            )
+
+    def _train_group(
         self,
         slots: Sequence[int],
         states: Sequence[int],
@@ -188,10 +252,7 @@ class StackedModels:
         batch_size: int,
         generators: Sequence[torch.Generator],
     ) -> None:
-        """Train the copies in ``slots``, each on its own data, as ``local_train`` does one.
-
-        Every copy reshuffles its data each epoch with its own generator (on the CPU), so it
-        sees the same batches as a lone env with that generator.
+        """Train the copies in ``slots``, each on its own data of one size.
 
         Args:
             slots: The copies to train.
@@ -255,6 +316,32 @@ class StackedModels:
             p.sub_(step_size.view(shape) * m_ / denom)
 
     def per_sample_loss(
+        self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and correctness of every sample of ``(x, y)`` for each slot (inputs every slot
+        reads: the first convolution runs as one wide convolution), ``(len(slots), n)`` each."""
+        return self._losses(slots, x, y, shared=True)
+
+    def per_sample_loss_each(
+        self, slots: Sequence[int], xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each slot on its own inputs; slots with as many samples run in one batched pass."""
+        out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        groups: dict[int, list[int]] = {}
+        for j, y in enumerate(ys):
+            groups.setdefault(int(y.shape[0]), []).append(j)
+        for members in groups.values():
+            loss, hits = self._losses(
+                [slots[j] for j in members],
+                torch.stack([xs[j] for j in members]),
+                torch.stack([ys[j] for j in members]),
+                shared=False,
+            )
+            for row, j in enumerate(members):
+                out[j] = (loss[row], hits[row])
+        return [out[j] for j in range(len(slots))]
+
+    def _losses(
         self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor, shared: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy and correctness of every sample for the copies in ``slots``.

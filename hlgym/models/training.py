@@ -43,18 +43,38 @@ def build_model(
         The model, in training mode, on the CPU.
     """
     model: nn.Module
-    if name == "cnn":
-        model = HLCNN(input_shape, n_classes)
-    elif name == "mlp":
-        model = MLP(input_shape, n_classes, hidden_units)
-    else:
-        raise ValueError(f"model={name!r} is not known; accepted: {', '.join(MODELS)}")
+    # Built on the meta device: torch's own initialisation (which draws from the global RNG)
+    # does not run; every weight is then drawn from ``generator`` below.
+    with torch.device("meta"):
+        if name == "cnn":
+            model = HLCNN(input_shape, n_classes)
+        elif name == "mlp":
+            model = MLP(input_shape, n_classes, hidden_units)
+        else:
+            raise ValueError(f"model={name!r} is not known; accepted: {', '.join(MODELS)}")
+    model.to_empty(device="cpu")
     for module in model.modules():
+        own = list(module.parameters(recurse=False))
         if isinstance(module, nn.Linear | nn.Conv2d):
-            nn.init.xavier_uniform_(module.weight, generator=generator)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+            keras_init_(module.weight, module.bias, generator)
+        elif own:
+            raise TypeError(f"{type(module).__name__} has parameters that keras_init_ does not draw")
     return model
+
+
+def keras_init_(weight: torch.Tensor, bias: torch.Tensor | None, generator: torch.Generator) -> None:
+    """Keras' default initialisation of one layer, in place: Glorot-uniform kernel, zero bias.
+
+    The kernel is drawn into a contiguous CPU tensor and copied, so the values do not depend
+    on ``weight``'s memory layout (channels-last) or device (the generator stays on the CPU,
+    so a CUDA run draws the same weights as a CPU run).
+    """
+    with torch.no_grad():
+        drawn = torch.empty(weight.shape, dtype=weight.dtype)
+        nn.init.xavier_uniform_(drawn, generator=generator)
+        weight.copy_(drawn)
+        if bias is not None:
+            bias.zero_()
 
 
 def make_optimizer(name: str, params: list[nn.Parameter], lr: float, adam_eps: float) -> torch.optim.Optimizer:

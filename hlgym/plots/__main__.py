@@ -13,7 +13,7 @@ from hlgym.plots.rundir import FORMATS, plot_runs
 def main(argv: list[str] | None = None) -> list[Path]:
     """Draw every figure the run folders support; several folders are overlaid."""
     parser = argparse.ArgumentParser(prog="python -m hlgym.plots", description=main.__doc__)
-    parser.add_argument("runs", nargs="+", help="run folders written by train_meta.py")
+    parser.add_argument("runs", nargs="+", help="run folders written by hlgym-train (train_meta.py)")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots of the first run)")
     parser.add_argument("--format", default="png", choices=FORMATS, help="file format")
     parser.add_argument("--unit", default="distance", choices=UNITS, help="cost in distance units or bytes sent")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from matplotlib.figure import Figure
 
 from hlgym.agents.base import EpisodeRecord
 from hlgym.plots import figures
-from hlgym.runs import read_episodes
+from hlgym.runs import RunFolder
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -37,26 +36,18 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    """Read a run folder written by ``train_meta.py``.
+    """Read a run folder written by ``hlgym-train`` (``train_meta.py``).
 
     Raises:
         FileNotFoundError: If the folder or its ``results.json`` is missing (the message
             names the file).
     """
-    path = Path(path)
-    results_file = path / "results.json"
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} is not a run folder (no such directory)")
-    if not results_file.is_file():
-        raise FileNotFoundError(
-            f"{results_file} is missing: the run has not finished its evaluation (train_meta.py writes it last)"
-        )
-    results = json.loads(results_file.read_text())
+    folder = RunFolder(path)
+    results = folder.read_results()
     records = {
         name: [EpisodeRecord.from_dict(ep) for ep in pol["episodes"]] for name, pol in results["policies"].items()
     }
-    training = read_episodes(path) if (path / "episodes.csv").is_file() else []
-    return Run(path, results["env_id"], results["env_config"], records, training)
+    return Run(folder.path, results["env_id"], results["env_config"], records, folder.training_rows())
 
 
 def merge(runs: list[Run]) -> dict[str, list[EpisodeRecord]]:

@@ -1,0 +1,413 @@
+"""Episode: one episode's bookkeeping, apart from the models.
+
+An :class:`Episode` draws what an episode is made of from its RNG (the peers' data, their
+probes, a random topology, the seed of the episode's ``torch.Generator``), validates and pays
+each hop, records visits, scores rounds, decides termination, and builds the observation,
+the info dict and the log. It holds no ``nn.Module``: the model work of a round (training,
+evaluation, probes, reading weights) happens in a :class:`~hlgym.models.work.ModelWork`, and
+:class:`~hlgym.envs.rounds.RoundRunner` puts the two together in one order, for one episode
+(:class:`~hlgym.envs.PeerSelectionEnv`) or many (the vector envs).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from hlgym.envs import observation as obs_builders
+from hlgym.envs import partition, topology
+from hlgym.envs.config import PeerSelectionConfig
+from hlgym.envs.datasets import DeviceData, device_data
+
+BYTES_PER_PARAM = 4  # float32 weights travel
+NO_REWARD = {"accuracy": 0.0, "communication": 0.0, "step": 0.0}  # reset's info["rewards"]
+
+RENDER_MODES = ("ansi", "rgb_array")
+StepResult = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
+ProbeStats = tuple[np.ndarray, np.ndarray]  # per peer: mean probe loss, probe accuracy
+
+
+class ResetNeededError(RuntimeError):
+    """Raised by a method that needs an episode (``reset()``) first."""
+
+
+class Move(NamedTuple):
+    """One round's dispatch: who held the model, where it was sent, the hop paid."""
+
+    prev: int
+    peer: int
+    hop: float
+    delivered: bool
+
+
+class Training(NamedTuple):
+    """A round's local training: which of the episode's model slots trains, with which
+    optimizer state, on which data."""
+
+    slot: int
+    state: int
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def check_render_mode(render_mode: str | None) -> None:
+    """Raise ``ValueError`` for a render mode the env does not offer."""
+    if render_mode is not None and render_mode not in RENDER_MODES:
+        accepted = ", ".join(["None", *(repr(m) for m in RENDER_MODES)])
+        raise ValueError(f"render_mode={render_mode!r} is not accepted; accepted: {accepted}")
+
+
+def spaces_for(config: PeerSelectionConfig) -> tuple[spaces.Box, spaces.Discrete]:
+    """The observation and action spaces of an env with ``config``."""
+    n = config.n_peers
+    if config.observation == "peer_features":
+        observation = spaces.Box(0.0, 1.0, (n, len(obs_builders.PEER_FEATURES)), np.float32)
+    else:
+        observation = spaces.Box(-np.inf, np.inf, (n * config.pca_components,), np.float32)
+    return observation, spaces.Discrete(n)
+
+
+@functools.lru_cache(maxsize=32)
+def _fixed_topology(n_peers: int, scale: float, matrix: tuple[tuple[float, ...], ...] | None) -> tuple[np.ndarray, ...]:
+    """A fixed topology's distances and drawing positions (computed once per process)."""
+    d = np.asarray(matrix, dtype=np.float64) if matrix is not None else topology.hl_random(n_peers, scale)
+    d.setflags(write=False)
+    positions = topology.mds_positions(d)
+    positions.setflags(write=False)
+    return d, positions
+
+
+class Episode:
+    """The bookkeeping of one episode of :class:`~hlgym.envs.PeerSelectionEnv` (no model).
+
+    Args:
+        config: The environment's settings.
+        n_params: Scalar parameters of the model (each hop to another peer sends
+            ``n_params * 4`` bytes).
+        data: The data on the device; default: :func:`device_data` for ``config``.
+
+    Every attribute exists from construction; before :meth:`begin` (``begun`` is False) the
+    peers are all online, the route is empty and a random topology is unknown (``None``).
+    """
+
+    def __init__(self, config: PeerSelectionConfig, n_params: int, data: DeviceData | None = None) -> None:
+        self.config = config
+        self.n_params = n_params
+        self.data = data if data is not None else self.load_data(config)
+        # Fail at construction, not at the first reset, when the split asks for too much.
+        self._partition(np.random.default_rng(0))
+        n = config.n_peers
+        self._fixed: tuple[np.ndarray, ...] | None = None
+        if not isinstance(config.topology, str):
+            self._fixed = _fixed_topology(n, config.topology_scale, config.topology)
+        elif config.topology == "hl_random":
+            self._fixed = _fixed_topology(n, config.topology_scale, None)
+        self.distances: np.ndarray | None = None if self._fixed is None else self._fixed[0]
+        self.positions: np.ndarray | None = None if self._fixed is None else self._fixed[1]
+        self.begun = False
+        self.np_random: np.random.Generator | None = None
+        # Replaced by begin() with one seeded from the episode's RNG.
+        self.generator = torch.Generator().manual_seed(0)
+        self.main_classes: np.ndarray | None = None
+        self.peer_x: list[torch.Tensor] = []
+        self.peer_y: list[torch.Tensor] = []
+        self.probe_x = self.data.x_train[:0]
+        self.probe_y = self.data.y_train[:0]
+        self._probe_starts = np.zeros(0, dtype=np.int64)
+        self.holder = config.start_peer
+        self.round = 0
+        self.accuracy = float("nan")
+        self.comm_cost = 0.0
+        self.bytes_sent = 0
+        self.route: list[int] = []
+        self.log: list[str] = []
+        self.running = False
+        self.online = np.ones(n, dtype=bool)
+        self.last_visit = np.full(n, -1, dtype=np.int64)
+        self.visits = np.zeros(n, dtype=np.int64)
+        self._weights_before: np.ndarray | None = None
+        self._weights_after: np.ndarray | None = None
+
+    @staticmethod
+    def load_data(config: PeerSelectionConfig) -> DeviceData:
+        """The data ``config`` asks for, on its device (shared by every episode of the process)."""
+        return device_data(config.dataset, config.data_dir, config.device, config.model == "cnn", config.eval_samples)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The data set is shared and cached per process: reload it rather than pickle it.
+        state = self.__dict__.copy()
+        state.pop("data")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.data = self.load_data(self.config)
+
+    # ------------------------------------------------------------------ what the models need
+
+    @property
+    def model_slots(self) -> int:
+        """Model slots this episode uses: 1, the travelling model of HL's relay (a mode in
+        which every peer keeps its own network would use one per peer)."""
+        return 1
+
+    @property
+    def scored_slot(self) -> int:
+        """The slot (of this episode's) whose model the reward, the probes and ``hl_pca`` read:
+        the holder's model. In the relay that is the one travelling model."""
+        return 0
+
+    @property
+    def needs_weights(self) -> bool:
+        """Whether the observation reads the model's weights (``hl_pca``)."""
+        return self.config.observation == "hl_pca"
+
+    @property
+    def needs_probes(self) -> bool:
+        """Whether the observation reads the model's loss on each peer's probe (``peer_features``)."""
+        return self.config.observation == "peer_features"
+
+    def training(self, move: Move) -> Training | None:
+        """The local training of the round ``move`` dispatched (None: the peer was offline)."""
+        if not move.delivered:
+            return None
+        state = move.peer if self.config.per_peer_optimizer else 0
+        return Training(0, state, self.peer_x[move.peer], self.peer_y[move.peer])
+
+    def probe_means(self, loss: torch.Tensor, hits: torch.Tensor) -> ProbeStats:
+        """Per-peer means of the probe samples' loss and correctness (``probe_x`` order)."""
+        starts = self._probe_starts
+        counts = np.diff(np.append(starts, loss.shape[0]))
+        probe_loss = np.add.reduceat(loss.cpu().numpy(), starts) / counts
+        probe_acc = np.add.reduceat(hits.cpu().numpy(), starts) / counts
+        return probe_loss, probe_acc
+
+    # ------------------------------------------------------------------ phases (RoundRunner's order)
+
+    def begin(self, rng: np.random.Generator, options: dict[str, Any] | None) -> None:
+        """Draw a new episode from ``rng`` (kept for the episode's later draws): the seed of
+        :attr:`generator` (initial weights, batch order), the peers' data and probes, and a
+        ``euclidean`` topology."""
+        if options:
+            raise ValueError(f"options={options!r} is not accepted; accepted: None (no reset options)")
+        cfg, n, data = self.config, self.config.n_peers, self.data
+        self.begun = True
+        self.np_random = rng
+        self.generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        parts = self._partition(rng)
+        fmt, device = data.memory_format, data.x_train.device
+        self.peer_x = [data.x_train[torch.from_numpy(p).to(device)].contiguous(memory_format=fmt) for p in parts]
+        self.peer_y = [data.y_train[torch.from_numpy(p).to(device)] for p in parts]
+        self.main_classes = np.array([int(np.bincount(data.labels[p]).argmax()) for p in parts])
+        probes = [p[rng.permutation(p.size)[: cfg.probe_size]] for p in parts]
+        probe_idx = torch.from_numpy(np.concatenate(probes)).to(device)
+        self.probe_x = data.x_train[probe_idx].contiguous(memory_format=fmt)
+        self.probe_y = data.y_train[probe_idx]
+        self._probe_starts = np.cumsum([0] + [p.size for p in probes[:-1]])
+        if self._fixed is None:
+            self.distances, self.positions = topology.euclidean(n, rng, cfg.topology_scale)
+        self.holder = cfg.start_peer
+        self.round = 0
+        self.last_visit = np.full(n, -1, dtype=np.int64)
+        self.visits = np.zeros(n, dtype=np.int64)
+        self.comm_cost = 0.0
+        self.bytes_sent = 0
+        self.online = np.ones(n, dtype=bool)
+
+    def start(self, accuracy: float, weights: np.ndarray | None) -> None:
+        """Open the episode with the initial model's test accuracy (and, for ``hl_pca``, its
+        flat weights, which every peer holds)."""
+        self.accuracy = accuracy
+        self._weights_before = self._weights_after = weights
+        self.running = True
+        self.route = [self.holder]
+        self.log = [f"round   0  model at peer {self.holder}  acc {self.accuracy:.4f}"]
+
+    def opening(self, probe: ProbeStats | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """``reset``'s ``(obs, info)`` when no round is forced (nothing paid, nothing scored)."""
+        return self.observe(probe), self.info(dict(NO_REWARD), delivered=True, hop=0.0)
+
+    def forced_first_round(self, result: StepResult) -> tuple[np.ndarray, dict[str, Any]]:
+        """``reset``'s ``(obs, info)`` after the round ``first_round_at_start`` plays."""
+        obs, _, terminated, truncated, info = result
+        if terminated or truncated:
+            raise RuntimeError(
+                f"the forced first round already ended the episode (accuracy {info['accuracy']:.4f}, "
+                f"goal={self.config.goal}); raise goal or max_rounds"
+            )
+        return obs, info
+
+    def check_step(self, action: Any) -> int:
+        """The peer ``action`` names, if a step may be taken now; raises ``ValueError`` for an
+        action outside the space and ``RuntimeError`` outside an episode."""
+        n = self.config.n_peers
+        value = np.asarray(action)
+        if value.size != 1 or not np.issubdtype(value.dtype, np.integer):
+            raise ValueError(f"action={action!r} is not accepted; accepted: an integer peer index in [0, {n - 1}]")
+        peer = int(value.reshape(()))
+        if not 0 <= peer < n:
+            raise ValueError(f"action={peer} is not accepted; accepted: an integer peer index in [0, {n - 1}]")
+        if not self.running:
+            raise RuntimeError("step() called before reset() or after the episode ended; call reset()")
+        return peer
+
+    def dispatch(self, peer: int) -> Move:
+        """Pay the hop to ``peer`` (checked by :meth:`check_step`); the model moves unless the
+        peer is offline."""
+        assert self.distances is not None, "dispatch() runs inside an episode"
+        prev = self.holder
+        hop = float(self.distances[prev, peer])
+        self.comm_cost += hop
+        if peer != prev:
+            self.bytes_sent += self.n_params * BYTES_PER_PARAM
+        self.round += 1
+        delivered = bool(self.online[peer])
+        if delivered:
+            self.holder = peer
+        self.route.append(self.holder)
+        return Move(prev, peer, hop, delivered)
+
+    def trained(self, move: Move, weights: np.ndarray | None) -> None:
+        """Record the round's local training (none if the peer was offline).
+
+        ``weights``: the trained model's flat weights, for ``hl_pca`` only. As in the
+        reference, its state is taken after local training and before the broadcast: every
+        other peer still holds the model from before the round.
+        """
+        if not move.delivered:
+            self._weights_before = self._weights_after  # every peer holds the same model
+            return
+        if weights is not None:
+            self._weights_before, self._weights_after = self._weights_after, weights
+        self.last_visit[move.peer] = self.round
+        self.visits[move.peer] += 1
+
+    def conclude(self, move: Move, accuracy: float, probe: ProbeStats | None) -> StepResult:
+        """Score the round given the new model's test accuracy and (``peer_features``) its
+        per-peer probe statistics; returns the step's ``(obs, reward, terminated, truncated, info)``."""
+        self.accuracy = accuracy
+        reward, terms = self.reward(accuracy, move.hop)
+        terminated = accuracy >= self.config.goal
+        truncated = not terminated and self.round >= self.config.max_rounds
+        self.running = not (terminated or truncated)
+        self._draw_online()
+        self.log.append(
+            f"round {self.round:3d}  {move.prev:>2} -> {move.peer:<2}{'' if move.delivered else ' (offline)'}  "
+            f"hop {move.hop:.4f}  comm {self.comm_cost:.4f}  acc {accuracy:.4f}  reward {reward:+.4f}"
+        )
+        return self.observe(probe), reward, terminated, truncated, self.info(terms, move.delivered, move.hop)
+
+    # ------------------------------------------------------------------ pieces of a round
+
+    def reward(self, accuracy: float, hop: float) -> tuple[float, dict[str, float]]:
+        """The reference's reward and its three terms."""
+        cfg = self.config
+        terms = {
+            "accuracy": cfg.reward_base ** (accuracy - cfg.goal),
+            "communication": -cfg.cost_weight * hop,
+            "step": -1.0,
+        }
+        return math.fsum(terms.values()), terms
+
+    def observe(self, probe: ProbeStats | None) -> np.ndarray:
+        """The observation of the current state."""
+        cfg, n = self.config, self.config.n_peers
+        assert self.distances is not None, "observe() runs inside an episode"
+        if cfg.observation == "hl_pca":
+            assert self._weights_before is not None and self._weights_after is not None
+            rows = np.repeat(self._weights_before[None, :], n, axis=0)
+            rows[self.holder] = self._weights_after
+            return obs_builders.hl_pca(rows, cfg.pca_components)
+        assert probe is not None, "peer_features needs the probe statistics"
+        probe_loss, probe_acc = probe
+        return obs_builders.peer_features(
+            holder=self.holder,
+            hop_costs=self.distances[self.holder],
+            max_cost=float(self.distances.max()),
+            probe_loss=probe_loss,
+            probe_acc=probe_acc,
+            last_visit=self.last_visit,
+            visits=self.visits,
+            round_=self.round,
+            max_rounds=cfg.max_rounds,
+            accuracy=self.accuracy,
+            n_classes=self.data.n_classes,
+        )
+
+    def info(self, terms: dict[str, float], delivered: bool, hop: float) -> dict[str, Any]:
+        """The info dict of ``reset`` / ``step``."""
+        assert self.distances is not None, "info() runs inside an episode"
+        return {
+            "accuracy": self.accuracy,
+            "hop_cost": hop,
+            "comm_cost": self.comm_cost,
+            "bytes_sent": self.bytes_sent,
+            "round": self.round,
+            "holder": self.holder,
+            "delivered": delivered,
+            "rewards": terms,
+            "action_mask": self.online.copy(),
+            "hop_costs": self.distances[self.holder].copy(),
+        }
+
+    def action_masks(self) -> np.ndarray:
+        """Peers that can receive the model this round (all of them before the first reset)."""
+        return self.online.copy()
+
+    def render(self, mode: str | None) -> str | np.ndarray | None:
+        """``"ansi"``: one line per round so far (empty before the first reset).
+        ``"rgb_array"``: the peers on the topology, coloured by main class, and the route."""
+        if mode == "ansi":
+            return "\n".join(self.log)
+        if mode == "rgb_array":
+            return self._draw()
+        return None
+
+    def _partition(self, rng: np.random.Generator) -> list[np.ndarray]:
+        cfg, labels, c = self.config, self.data.labels, self.data.n_classes
+        if cfg.partition == "hl_reference":
+            return partition.hl_reference(labels, cfg.n_peers, c, cfg.main_samples, cfg.other_samples)
+        if cfg.partition == "hl_skew":
+            return partition.hl_skew(labels, cfg.n_peers, c, cfg.main_samples, cfg.other_samples, rng)
+        if cfg.partition == "dirichlet":
+            return partition.dirichlet(labels, cfg.n_peers, c, cfg.dirichlet_alpha, cfg.samples_per_peer, rng)
+        if cfg.partition == "shards":
+            return partition.shards(labels, cfg.n_peers, cfg.classes_per_peer, cfg.samples_per_peer, rng)
+        return partition.iid(labels, cfg.n_peers, cfg.samples_per_peer, rng)
+
+    def _draw_online(self) -> None:
+        p = self.config.offline_prob
+        if p > 0:
+            assert self.np_random is not None
+            self.online = self.np_random.random(self.config.n_peers) >= p
+            self.online[self.holder] = True
+
+    def _draw(self) -> np.ndarray:
+        if self.positions is None or self.main_classes is None:
+            raise ResetNeededError("render() in 'rgb_array' mode needs an episode: call reset() first")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4, 4), dpi=100)
+        canvas = FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        pos = self.positions
+        ax.scatter(pos[:, 0], pos[:, 1], c=self.main_classes, cmap="tab10", vmin=0, vmax=9, s=200, zorder=3)
+        for i, (x, y) in enumerate(pos):
+            ax.annotate(str(i), (x, y), ha="center", va="center", fontsize=8, zorder=4)
+        for k, (a, b) in enumerate(itertools.pairwise(self.route), start=1):
+            if a != b:
+                ax.annotate("", pos[b], pos[a], arrowprops={"arrowstyle": "->", "alpha": 0.6})
+                mid = (pos[a] + pos[b]) / 2
+                ax.text(mid[0], mid[1], str(k), fontsize=7, color="dimgray")
+        ax.set_title(f"round {self.round}  acc {self.accuracy:.3f}  comm {self.comm_cost:.3f}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        canvas.draw()  # type: ignore[no-untyped-call]
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()  # type: ignore[no-untyped-call]

@@ -1,0 +1,189 @@
+"""RoundRunner: the order of a round's phases, written once for one episode or many.
+
+:class:`~hlgym.envs.PeerSelectionEnv` is a runner over one :class:`~hlgym.envs.episode.Episode`
+and a :class:`~hlgym.models.work.ModelList`; the vector envs are a runner over n episodes and
+a :class:`~hlgym.models.batched.StackedModels`. Both go through the same phases:
+
+``reset``
+    1. ``Episode.begin`` for each episode (every draw from its RNG);
+    2. ``ModelWork.initialize``: each episode's model from its generator;
+    3. one evaluation of every model on the reward's test images (and, for ``hl_pca``, the
+       weights), then ``Episode.start``;
+    4. with ``first_round_at_start``, one ``step`` at the start peer
+       (``Episode.forced_first_round``); else the probes and ``Episode.opening``.
+
+``step``
+    1. ``Episode.check_step`` for every action (a bad one leaves every episode as it was);
+    2. ``Episode.dispatch``: pay the hop, move the model unless the peer is offline;
+    3. ``ModelWork.train``: every delivered model on its peer's data, in one call;
+    4. ``Episode.trained`` (with the trained weights for ``hl_pca``);
+    5. one evaluation of every model on the test images;
+    6. the probes (``peer_features``), then ``Episode.conclude``: reward, termination,
+       the next round's offline peers, log, observation, info.
+
+The runner also times the model phases (``last_timing``, read by ``bench/bench_env.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from hlgym.envs.config import PeerSelectionConfig
+from hlgym.envs.datasets import DeviceData
+from hlgym.envs.episode import Episode, ProbeStats, ResetNeededError, StepResult
+from hlgym.models.work import ModelSpec, ModelWork, TrainJob
+
+PHASES = ("train", "evaluate", "observe")  # the keys of last_timing
+
+
+def model_spec(config: PeerSelectionConfig, data: DeviceData) -> ModelSpec:
+    """The inner models ``config`` asks for, on ``data``'s images."""
+    return ModelSpec(
+        model=config.model,
+        input_shape=data.input_shape,
+        n_classes=data.n_classes,
+        hidden_units=config.hidden_units,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        adam_eps=config.adam_eps,
+        # As the reference's per-peer Keras models: each peer keeps its own optimizer state.
+        n_optimizers=config.n_peers if config.per_peer_optimizer else 1,
+        device=config.device,
+    )
+
+
+class RoundRunner:
+    """Rounds of ``episodes`` whose models live in ``models``.
+
+    Args:
+        episodes: The episodes; episode ``i`` owns the model slots from
+            ``i * episodes[i].model_slots`` on.
+        models: Their model work, with at least as many slots as the episodes use.
+    """
+
+    def __init__(self, episodes: Sequence[Episode], models: ModelWork) -> None:
+        self.episodes = list(episodes)
+        self.models = models
+        self._base = [0] * len(self.episodes)
+        offset = 0
+        for i, episode in enumerate(self.episodes):
+            self._base[i] = offset
+            offset += episode.model_slots
+        if offset > models.n_slots:
+            raise ValueError(f"the episodes use {offset} model slots but the model work has {models.n_slots}")
+        self.last_timing: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ phases
+
+    def reset(
+        self,
+        indices: Sequence[int],
+        rngs: Sequence[np.random.Generator],
+        options: Sequence[dict[str, Any] | None],
+    ) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        """Start new episodes in ``indices`` from their RNGs; returns their ``(obs, info)``."""
+        if len(indices) == 0:
+            return []
+        episodes = [self.episodes[i] for i in indices]
+        for episode, rng, opts in zip(episodes, rngs, options, strict=True):
+            episode.begin(rng, opts)
+        slots = [self._slot(i, local) for i, e in zip(indices, episodes, strict=True) for local in range(e.model_slots)]
+        generators = [e.generator for e in episodes for _ in range(e.model_slots)]
+        # Each of an episode's slots draws from the episode's generator, in slot order.
+        self.models.initialize(slots, generators)
+        accuracies = self._accuracies(indices)
+        for i, episode, accuracy in zip(indices, episodes, accuracies, strict=True):
+            episode.start(accuracy, self._weights(i))
+        first = self.episodes[indices[0]].config
+        if first.first_round_at_start:
+            # As the reference: round 1 trains at the starter whatever the policy.
+            results = self.step(indices, [self.episodes[i].config.start_peer for i in indices])
+            return [e.forced_first_round(r) for e, r in zip(episodes, results, strict=True)]
+        return [e.opening(p) for e, p in zip(episodes, self._probes(indices), strict=True)]
+
+    def step(self, indices: Sequence[int], actions: Sequence[Any]) -> list[StepResult]:
+        """One round in each episode of ``indices``; returns their step tuples."""
+        if len(indices) != len(actions):
+            raise ValueError(f"{len(actions)} actions for {len(indices)} episodes; accepted: one action per episode")
+        if len(indices) == 0:
+            return []
+        episodes = [self.episodes[i] for i in indices]
+        peers = [e.check_step(a) for e, a in zip(episodes, actions, strict=True)]
+        moves = [e.dispatch(p) for e, p in zip(episodes, peers, strict=True)]
+        with self._timed("train"):
+            jobs = []
+            for i, episode, move in zip(indices, episodes, moves, strict=True):
+                training = episode.training(move)
+                if training is not None:
+                    slot = self._slot(i, training.slot)
+                    jobs.append(TrainJob(slot, training.state, training.x, training.y, episode.generator))
+            cfg = episodes[0].config
+            self.models.train(jobs, cfg.local_epochs, cfg.batch_size)
+        for i, episode, move in zip(indices, episodes, moves, strict=True):
+            episode.trained(move, self._weights(i) if move.delivered else None)
+        with self._timed("evaluate"):
+            accuracies = self._accuracies(indices)
+        with self._timed("observe"):
+            probes = self._probes(indices)
+            return [e.conclude(m, a, p) for e, m, a, p in zip(episodes, moves, accuracies, probes, strict=True)]
+
+    # ------------------------------------------------------------------ reads of the models
+
+    def full_test_accuracy(self, index: int) -> float:
+        """Accuracy of episode ``index``'s current model on the whole test set."""
+        episode = self._begun(index, "full_test_accuracy()")
+        _, hits = self.models.per_sample_loss([self._scored(index)], episode.data.x_test, episode.data.y_test)
+        return float(hits[0].mean())
+
+    def module(self, index: int) -> nn.Module:
+        """Episode ``index``'s current model as an ``nn.Module`` (see ``ModelWork.module``)."""
+        self._begun(index, "the model")
+        return self.models.module(self._scored(index))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _begun(self, index: int, what: str) -> Episode:
+        episode = self.episodes[index]
+        if not episode.begun:
+            raise ResetNeededError(f"{what} needs an episode: call reset() first")
+        return episode
+
+    def _slot(self, index: int, local: int) -> int:
+        return self._base[index] + local
+
+    def _scored(self, index: int) -> int:
+        return self._slot(index, self.episodes[index].scored_slot)
+
+    def _accuracies(self, indices: Sequence[int]) -> list[float]:
+        data = self.episodes[indices[0]].data  # episodes of one runner share the data
+        _, hits = self.models.per_sample_loss([self._scored(i) for i in indices], data.x_eval, data.y_eval)
+        return [float(h) for h in hits.mean(dim=1)]
+
+    def _weights(self, index: int) -> np.ndarray | None:
+        """The flat weights of episode ``index``'s model, if its observation reads them."""
+        return self.models.flat(self._scored(index)).cpu().numpy() if self.episodes[index].needs_weights else None
+
+    def _probes(self, indices: Sequence[int]) -> list[ProbeStats | None]:
+        probing = [i for i in indices if self.episodes[i].needs_probes]
+        out: dict[int, ProbeStats] = {}
+        if probing:
+            episodes = [self.episodes[i] for i in probing]
+            xs, ys = [e.probe_x for e in episodes], [e.probe_y for e in episodes]
+            losses = self.models.per_sample_loss_each([self._scored(i) for i in probing], xs, ys)
+            for i, episode, (loss, hits) in zip(probing, episodes, losses, strict=True):
+                out[i] = episode.probe_means(loss, hits)
+        return [out.get(i) for i in indices]
+
+    @contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.last_timing[phase] = time.perf_counter() - start  # [s]

@@ -1,0 +1,443 @@
+"""Train a meta-policy on an hlgym environment, evaluate it against the baselines, write a run folder.
+
+    hlgym-train                                   # the default algorithm on the default env
+    hlgym-train --algo hl_dqn --env hlgym/HL-FashionMNIST-v0
+    hlgym-train --algo maskable_ppo --env-kwargs offline_prob=0.2 --timesteps 20000
+    hlgym-train --algo greedy --eval-episodes 50  # a built-in: evaluation only
+    hlgym-train --algo mypkg.agents:UCBAgent      # a plug-in Agent class
+    hlgym-train --out runs/x --resume             # continue a killed run
+
+(``python train_meta.py`` in a checkout is the same command.) The run folder holds
+config.json (the resolved arguments, hyperparameters and env config), model.zip (or model.pt
+for hl_dqn), checkpoints/, episodes.csv and monitor.csv (one row per training episode), tb/
+(TensorBoard) and results.json: the trained policy and every built-in baseline on the same
+held-out seeds, with means and 95% confidence intervals (see hlgym.runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import math
+import os
+import sys
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import yaml
+
+import hlgym
+from hlgym.agents import BASELINES, Agent, EpisodeRecord, Evaluation, evaluate, sb3
+from hlgym.agents.hl_dqn import HLDQNAgent
+from hlgym.envs import PRESETS, PeerSelectionConfig
+from hlgym.envs.config import parse_overrides
+from hlgym.runs import RunFolder, format_table, fresh_run_dir
+
+TRAINED_ALGOS = (*sb3.ALGORITHMS, "hl_dqn")
+# What a training uses when hyperparams/<algo>.yml has no entry for the env id.
+DEFAULT_TIMESTEPS = 20_000
+DEFAULT_N_ENVS = 1
+DEFAULT_POLICY = "mlp"
+# Keys of a hyperparameter entry that set options; the others go to the algorithm.
+OPTION_KEYS = {"n_timesteps": "timesteps", "n_envs": "n_envs", "policy": "policy"}
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": " ".join(text.split())}
+
+
+@dataclass
+class Args:
+    """Command-line arguments: each field is one ``--option``, parsed by its type hint."""
+
+    algo: str = field(
+        default="ppo",
+        metadata=_help(
+            """Policy: dqn, ppo, a2c (SB3); maskable_ppo, recurrent_ppo (sb3-contrib); hl_dqn (the
+            reference's DQN); random, round_robin, greedy (built-in, no training); or 'module:Class'
+            for a plug-in agent built with no arguments."""
+        ),
+    )
+    env: str = field(default="hlgym/PeerSelection-v0", metadata=_help("Registered environment id."))
+    env_kwargs: list[str] = field(
+        default_factory=list, metadata=_help("Overrides of the environment config, as key=value (values read as JSON).")
+    )
+    policy: str | None = field(
+        default=None,
+        metadata=_help(
+            """SB3 policy: mlp or attention (per-peer self-attention; ppo and a2c). Default: from
+            hyperparams/<algo>.yml, else mlp."""
+        ),
+    )
+    timesteps: int | None = field(
+        default=None, metadata=_help(f"Training steps. Default: from hyperparams/<algo>.yml, else {DEFAULT_TIMESTEPS}.")
+    )
+    n_envs: int | None = field(
+        default=None,
+        metadata=_help(f"Parallel training environments. Default: from hyperparams/<algo>.yml, else {DEFAULT_N_ENVS}."),
+    )
+    seed: int = field(default=0, metadata=_help("Seed of training (environments seed, seed+1, ...) and of the policy."))
+    eval_episodes: int = field(default=20, metadata=_help("Held-out episodes per policy in the final evaluation."))
+    eval_seed: int = field(
+        default=10_000,
+        metadata=_help(
+            """Seed of the first evaluation episode (eval_seed, eval_seed+1, ...); must not overlap
+            the training seeds."""
+        ),
+    )
+    out: str | None = field(default=None, metadata=_help("Run folder; default runs/<env>_<algo>_<seed>."))
+    resume: bool = field(
+        default=False,
+        metadata=_help(
+            """Continue the run in --out from its last checkpoint with its saved arguments; a
+            --timesteps given with it sets a new training budget (e.g. to extend a finished run)."""
+        ),
+    )
+    evaluate_model: str | None = field(
+        default=None,
+        metadata=_help(
+            """Skip training: evaluate this saved model (model.zip of an SB3 --algo, or model.pt of
+            hl_dqn), e.g. on another --env-kwargs n_peers=..."""
+        ),
+    )
+    checkpoint_every: int = field(default=2000, metadata=_help("Training steps between checkpoints."))
+    device: str = field(default="auto", metadata=_help("Torch device of the meta-policy: auto, cpu or cuda."))
+    progress: bool = field(default=True, metadata=_help("Show progress bars."))
+
+
+def _option_type(hint: Any) -> tuple[type, bool]:
+    """The element type an option's values parse as, and whether it takes several values."""
+    origin, params = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [p for p in params if p is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"option type {hint} is not supported: one type or None")
+        return _option_type(inner[0])
+    if origin is list:
+        return params[0], True
+    if isinstance(hint, type):
+        return hint, False
+    raise TypeError(f"option type {hint} is not supported")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of :class:`Args`: one ``--option`` per field, typed by its type hint."""
+    parser = argparse.ArgumentParser(
+        prog="hlgym-train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The default run (ppo on hlgym/PeerSelection-v0, 50,000 steps) takes about 2.5-3.5 minutes on 2 cores.",
+    )
+    hints = typing.get_type_hints(Args)
+    for f in dataclasses.fields(Args):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        kind, many = _option_type(hints[f.name])
+        text = f.metadata["help"]
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
+        elif many:
+            parser.add_argument(flag, nargs="*", type=kind, default=default, metavar="VALUE", help=text)
+        else:
+            parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default})")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Map the command line onto :class:`Args`; ``--help`` shows every field's help."""
+    return Args(**vars(build_parser().parse_args(argv)))
+
+
+def make_agent(algo: str, seed: int) -> Agent:
+    """A built-in agent by name, or a plug-in ``module:Class`` built with no arguments."""
+    if algo == "random":
+        return BASELINES["random"](seed=seed)  # type: ignore[no-any-return]
+    if algo in BASELINES:
+        return BASELINES[algo]()  # type: ignore[no-any-return]
+    module_name, sep, class_name = algo.partition(":")
+    if not sep or not module_name or not class_name:
+        accepted = ", ".join((*TRAINED_ALGOS, *BASELINES))
+        raise SystemExit(f"--algo {algo!r} is not accepted; accepted: {accepted} or module:Class")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # plug-ins next to where the user runs the command
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"--algo {algo!r}: cannot import {class_name} from {module_name}: {exc}") from exc
+    agent = cls()
+    if not isinstance(agent, Agent):
+        raise SystemExit(f"--algo {algo!r}: {class_name} lacks reset() and act(obs, info)")
+    return agent
+
+
+def load_hyperparams(algo: str, env_id: str) -> dict[str, Any] | None:
+    """The entry for ``env_id`` in the shipped ``hlgym/hyperparams/<algo>.yml`` (rl-zoo3
+    style), or None when there is none."""
+    path = resources.files("hlgym") / "hyperparams" / f"{algo}.yml"
+    if not path.is_file():
+        return None
+    table = yaml.safe_load(path.read_text()) or {}
+    entry = table.get(env_id)
+    return None if entry is None else dict(entry)
+
+
+def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
+    """Validate every argument and fill defaults from the hyperparameter file; returns the
+    arguments, the env config and the algorithm's keyword arguments. Nothing is written."""
+    if args.env not in PRESETS:
+        raise SystemExit(f"--env {args.env!r} is not accepted; accepted: {', '.join(PRESETS)}")
+    for name in ("eval_episodes", "checkpoint_every"):
+        if getattr(args, name) < 1:
+            raise SystemExit(
+                f"--{name.replace('_', '-')} {getattr(args, name)} is not accepted; accepted: an integer >= 1"
+            )
+    try:
+        config = PRESETS[args.env].replace(**parse_overrides(args.env_kwargs))
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"--env-kwargs: {exc}") from exc
+    hp: dict[str, Any] = {}
+    if args.algo in TRAINED_ALGOS:
+        entry = load_hyperparams(args.algo, args.env)
+        if entry is None:
+            print(
+                f"hyperparams/{args.algo}.yml has no entry for {args.env}: using the defaults (timesteps "
+                f"{DEFAULT_TIMESTEPS}, n_envs {DEFAULT_N_ENVS}, policy {DEFAULT_POLICY}, the algorithm's own settings)"
+            )
+        hp = entry or {}
+    options = {opt: hp.pop(key) for key, opt in OPTION_KEYS.items() if key in hp}
+    args = dataclasses.replace(
+        args,
+        timesteps=args.timesteps if args.timesteps is not None else int(options.get("timesteps", DEFAULT_TIMESTEPS)),
+        n_envs=args.n_envs if args.n_envs is not None else int(options.get("n_envs", DEFAULT_N_ENVS)),
+        policy=args.policy if args.policy is not None else str(options.get("policy", DEFAULT_POLICY)),
+    )
+    assert args.timesteps is not None and args.n_envs is not None and args.policy is not None
+    if args.timesteps < 1 or args.n_envs < 1:
+        raise SystemExit(f"--timesteps {args.timesteps} / --n-envs {args.n_envs}: accepted: integers >= 1")
+    train_seeds = set(range(args.seed, args.seed + args.n_envs))
+    eval_seeds = set(range(args.eval_seed, args.eval_seed + args.eval_episodes))
+    if args.algo in TRAINED_ALGOS and train_seeds & eval_seeds:
+        raise SystemExit(
+            f"--eval-seed {args.eval_seed} is not accepted: evaluation seeds {min(eval_seeds)}..{max(eval_seeds)} "
+            f"overlap the training seeds {min(train_seeds)}..{max(train_seeds)}; accepted: seeds outside them"
+        )
+    if args.algo in sb3.ALGORITHMS and args.evaluate_model is None:
+        try:
+            sb3.policy_for(args.algo, args.policy)
+        except ValueError as exc:
+            raise SystemExit(f"--policy: {exc}") from exc
+    if args.policy == "attention" and config.observation != "peer_features":
+        raise SystemExit("--policy attention is not accepted with observation='hl_pca'; accepted: peer_features")
+    if args.evaluate_model is not None:
+        if args.algo not in TRAINED_ALGOS:
+            raise SystemExit(f"--evaluate-model needs a trained --algo; accepted: {', '.join(TRAINED_ALGOS)}")
+        if not Path(args.evaluate_model).is_file():
+            raise SystemExit(f"--evaluate-model {args.evaluate_model!r}: no such file")
+    elif args.algo not in TRAINED_ALGOS:
+        make_agent(args.algo, args.seed)  # a plug-in that cannot be built fails here, before any file
+    return args, config, hp
+
+
+def resume_seed(seed: int, timesteps: int) -> int:
+    """The environments' seed after a resume at ``timesteps``: a fresh stream, so the
+    resumed run does not replay the first episodes (hashed, so it does not fall among the
+    small consecutive evaluation seeds either)."""
+    return int(np.random.SeedSequence([seed, timesteps]).generate_state(1)[0])
+
+
+def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: RunFolder) -> Agent:
+    """Train (or resume) an SB3 algorithm; returns the trained policy as an Agent."""
+    assert args.timesteps is not None and args.n_envs is not None and args.policy is not None
+    manifest = run.latest_checkpoint() if args.resume else None
+    env_seed = args.seed if manifest is None else resume_seed(args.seed, int(manifest["timesteps"]))
+    venv = sb3.make_vec_env(args.env, config, args.n_envs, env_seed)
+    if manifest is not None:
+        model, manifest = sb3.load_checkpoint(args.algo, run, venv, args.device)
+        log = run.episode_log(keep=int(manifest["episodes"]), env_id=args.env)
+        print(f"resuming {run.path} at step {manifest['timesteps']} ({manifest['episodes']} episodes logged)")
+    else:
+        model = sb3.algorithm_class(args.algo)(
+            sb3.policy_for(args.algo, args.policy),
+            venv,
+            seed=args.seed,
+            device=args.device,
+            tensorboard_log=str(run.tensorboard),
+            verbose=0,
+            **hp,
+        )
+        log = run.episode_log(env_id=args.env)
+    callbacks = [sb3.EpisodeLogCallback(log, config.goal), sb3.CheckpointCallback(run, args.checkpoint_every, log)]
+    try:
+        remaining = args.timesteps - model.num_timesteps
+        if remaining > 0:
+            model.learn(
+                remaining,
+                callback=callbacks,
+                progress_bar=args.progress,
+                reset_num_timesteps=manifest is None,
+                tb_log_name="run",
+            )
+        final = sb3.save_checkpoint(model, run, log.n_rows)
+    finally:
+        log.close()
+        venv.close()
+    run.write_model(args.algo, final.read_bytes())
+    return sb3.SB3Agent(model)
+
+
+def train_hl_dqn(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: RunFolder) -> Agent:
+    """Train (or resume) the reference's DQN; returns it as an Agent (greedy)."""
+    assert args.timesteps is not None
+    env = gym.make(args.env, config=config)
+    if args.resume and run.hl_dqn_checkpoint.exists():
+        agent = HLDQNAgent.load(run.hl_dqn_checkpoint)
+        log = run.episode_log(keep=agent.episodes, env_id=args.env)
+        print(f"resuming {run.path} at step {agent.timesteps} ({agent.episodes} episodes)")
+    else:
+        shape = env.observation_space.shape
+        assert shape is not None
+        agent = HLDQNAgent(math.prod(shape), config.n_peers, seed=args.seed, **hp)
+        log = run.episode_log(env_id=args.env)
+    last_ckpt = agent.timesteps
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = SummaryWriter(str(run.tensorboard / "hl_dqn"))
+
+    def on_episode(rec: EpisodeRecord, ag: HLDQNAgent) -> None:
+        nonlocal last_ckpt
+        row = log.append(ag.timesteps, rec.outcome())
+        for key in sb3.TENSORBOARD_KEYS:
+            tb.add_scalar(f"hl/{key}", float(row[key]), ag.timesteps)
+        tb.add_scalar("hl/epsilon", ag.epsilon, ag.timesteps)
+        if ag.timesteps - last_ckpt >= args.checkpoint_every:
+            run.write_hl_dqn_checkpoint(ag.to_bytes())  # after the row: the log never holds fewer episodes
+            last_ckpt = ag.timesteps
+
+    try:
+        seed = args.seed if agent.timesteps == 0 else resume_seed(args.seed, agent.timesteps)
+        agent.learn(env, args.timesteps, seed=seed, callback=on_episode, progress=args.progress)
+        run.write_hl_dqn_checkpoint(agent.to_bytes())
+    finally:
+        log.close()
+        tb.close()
+        env.close()
+    run.write_model("hl_dqn", agent.to_bytes())
+    return agent
+
+
+def load_trained(algo: str, path: str, device: str) -> Agent:
+    """A saved model of ``algo`` (a trained algorithm, checked by :func:`resolve`) as an Agent."""
+    if algo == "hl_dqn":
+        return HLDQNAgent.load(path)
+    return sb3.SB3Agent(sb3.algorithm_class(algo).load(path, device=device))
+
+
+def _resumed_args(args: Args) -> tuple[Args, RunFolder, dict[str, Any]]:
+    """The saved arguments of the run ``--resume`` continues, with this call's budget."""
+    if args.out is None or not RunFolder(args.out).has_run():
+        raise SystemExit(f"--resume needs --out pointing at a run folder with config.json, got {args.out!r}")
+    run = RunFolder(args.out)
+    saved = run.read_config()
+    timesteps = saved["args"]["timesteps"] if args.timesteps is None else args.timesteps
+    resumed = dataclasses.replace(
+        Args(**saved["args"]), resume=True, progress=args.progress, out=args.out, timesteps=timesteps
+    )
+    return resumed, run, saved
+
+
+def main(argv: list[str] | None = None) -> dict[str, Evaluation]:
+    """Run the command line; returns the evaluations by policy name."""
+    args = parse_args(argv)
+    saved: dict[str, Any] | None = None
+    if args.resume:
+        args, run, saved = _resumed_args(args)
+    args, config, hp = resolve(args)
+    if saved is not None:
+        if args.timesteps != saved["args"]["timesteps"]:
+            # A new budget for the run (validated by resolve): the folder records it, so a
+            # later --resume keeps it.
+            print(f"resume: training budget {saved['args']['timesteps']} -> {args.timesteps} steps")
+            saved["args"]["timesteps"] = args.timesteps
+            run.write_config(saved)
+    else:
+        name = args.algo.rpartition(":")[2]
+        run = RunFolder(args.out or fresh_run_dir(f"runs/{args.env.split('/')[-1]}_{name}_{args.seed}"))
+        if run.has_run():
+            raise SystemExit(
+                f"--out {str(run.path)!r} already holds a run; pass --resume to continue it, or another --out"
+            )
+        run.write_config(
+            {
+                "hlgym_version": hlgym.__version__,
+                "args": dataclasses.asdict(args),
+                "hyperparams": hp,
+                "env_config": config.to_dict(),
+            }
+        )
+
+    start = time.perf_counter()
+    if args.evaluate_model is not None:
+        agent = load_trained(args.algo, args.evaluate_model, args.device)
+    elif args.algo in sb3.ALGORITHMS:
+        agent = train_sb3(args, config, hp, run)
+    elif args.algo == "hl_dqn":
+        agent = train_hl_dqn(args, config, hp, run)
+    else:
+        agent = make_agent(args.algo, args.seed)
+    train_time = time.perf_counter() - start
+
+    env = gym.make(args.env, config=config)
+    policies: dict[str, Agent] = {args.algo.rpartition(":")[2]: agent}
+    for base in BASELINES:
+        policies.setdefault(base, make_agent(base, args.seed))
+    results = {
+        pname: evaluate(pagent, env, args.eval_episodes, seed=args.eval_seed, progress=args.progress)
+        for pname, pagent in policies.items()
+    }
+    env.close()
+    run.write_results(
+        {
+            "env_id": args.env,
+            "env_config": config.to_dict(),
+            "algo": args.algo,
+            "policy": args.policy if args.algo in sb3.ALGORITHMS else None,
+            "timesteps": args.timesteps if args.algo in TRAINED_ALGOS and args.evaluate_model is None else 0,
+            "evaluated_model": args.evaluate_model,
+            "seed": args.seed,
+            "eval_seed": args.eval_seed,
+            "eval_episodes": args.eval_episodes,
+            "train_time_s": train_time,
+        },
+        results,
+    )
+    print(f"\n{args.env}: {args.eval_episodes} held-out episodes per policy (seeds {args.eval_seed}..)")
+    print(format_table(results))
+    print(f"\nwrote {run.results_file}")
+    try:
+        from hlgym.plots import plot_runs
+
+        files = plot_runs([run.path], run.plots)
+        print(f"drew {len(files)} figures into {run.plots}")
+    except Exception as exc:  # the results are safe on disk; a figure must not fail the run
+        print(
+            f"could not draw the figures ({type(exc).__name__}: {exc}); try: python -m hlgym.plots {run.path}",
+            file=sys.stderr,
+        )
+    return results
+
+
+def cli() -> None:
+    """The ``hlgym-train`` console script."""
+    main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,52 @@
+"""Registered specs travel as JSON; importing the package loads no trainer and no plotting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import gymnasium as gym
+import pytest
+from gymnasium.envs.registration import EnvSpec
+
+from hlgym.envs import PeerSelectionConfig, PeerSelectionEnv
+from hlgym.envs.registration import PRESETS
+
+from .conftest import tiny_overrides
+
+
+@pytest.mark.parametrize("env_id", list(PRESETS))
+def test_spec_survives_json_and_makes_the_same_config(env_id: str) -> None:
+    spec = gym.spec(env_id)
+    json.dumps(spec.kwargs)  # plain values only
+    restored = EnvSpec.from_json(spec.to_json())
+    assert restored.kwargs == spec.kwargs
+    overrides = tiny_overrides(env_id)
+    a = gym.make(restored, **overrides).unwrapped
+    b = gym.make(env_id, **overrides).unwrapped
+    assert isinstance(a, PeerSelectionEnv) and isinstance(b, PeerSelectionEnv)
+    assert a.config == b.config == PRESETS[env_id].replace(**overrides)
+
+
+def test_a_config_object_replaces_the_registered_one() -> None:
+    cfg = PeerSelectionConfig(n_peers=4, goal=0.5)
+    env = gym.make("hlgym/PeerSelection-v0", config=cfg).unwrapped
+    assert isinstance(env, PeerSelectionEnv) and env.config == cfg
+
+
+def test_config_dicts_are_checked_like_keywords() -> None:
+    with pytest.raises(TypeError, match=r"'gaol' is not a PeerSelectionConfig field \(did you mean 'goal'\?\)"):
+        PeerSelectionEnv(config={"gaol": 0.5})
+    with pytest.raises(TypeError, match=r"config=3 is not accepted; accepted: a PeerSelectionConfig, a dict"):
+        PeerSelectionEnv(config=3)  # type: ignore[arg-type]
+
+
+def test_importing_the_package_loads_no_trainer_and_no_plotting() -> None:
+    code = (
+        "import sys, hlgym, hlgym.envs, gymnasium as gym\n"
+        "gym.make('hlgym/PeerSelection-v0').reset(seed=0)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'stable_baselines3', 'sb3_contrib', 'matplotlib'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

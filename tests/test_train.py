@@ -1,0 +1,94 @@
+"""hlgym.train: options from type hints, shipped hyperparameters, the console script, and a
+non-editable install run from another folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hlgym import train
+from hlgym.train import Args, load_hyperparams, parse_args, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_options_parse_by_their_type_hints() -> None:
+    args = parse_args(
+        ["--timesteps", "64", "--env-kwargs", "goal=0.5", "max_rounds=4", "--no-progress", "--policy", "mlp"]
+    )
+    assert args.timesteps == 64 and isinstance(args.timesteps, int)
+    assert args.env_kwargs == ["goal=0.5", "max_rounds=4"]
+    assert args.progress is False and args.policy == "mlp" and args.n_envs is None
+    assert parse_args([]) == Args()
+    with pytest.raises(SystemExit):
+        parse_args(["--seed", "1.5"])
+
+
+def test_option_types_come_from_the_hints_not_the_source() -> None:
+    assert train._option_type(float) == (float, False)
+    assert train._option_type(float | None) == (float, False)
+    assert train._option_type(list[int]) == (int, True)
+    with pytest.raises(TypeError, match="not supported"):
+        train._option_type(int | str)
+
+
+def test_hyperparams_ship_with_the_package() -> None:
+    entry = load_hyperparams("ppo", "hlgym/PeerSelection-v0")
+    assert entry is not None and entry["n_timesteps"] == 50_000 and entry["policy"] == "attention"
+    assert load_hyperparams("a2c", "hlgym/HL-FashionMNIST-v0") is None
+    assert load_hyperparams("no_such_algo", "hlgym/PeerSelection-v0") is None
+
+
+def test_a_missing_entry_uses_the_defaults_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    args, _, hp = resolve(Args(algo="a2c", env="hlgym/HL-FashionMNIST-v0"))
+    assert (
+        "hyperparams/a2c.yml has no entry for hlgym/HL-FashionMNIST-v0: using the defaults" in capsys.readouterr().out
+    )
+    assert (args.timesteps, args.n_envs, args.policy, hp) == (train.DEFAULT_TIMESTEPS, train.DEFAULT_N_ENVS, "mlp", {})
+    args, _, hp = resolve(Args(algo="ppo"))
+    assert capsys.readouterr().out == ""
+    assert args.policy == "attention" and hp["n_steps"] == 128 and "n_timesteps" not in hp
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "HLGYM_OFFLINE": "1", **(env or {})}
+    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+ARGS = ["--algo", "random", "--eval-episodes", "2", "--no-progress", "--env-kwargs", "max_rounds=4"]
+
+
+def test_console_script_from_another_folder(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "hlgym-train"
+    assert script.is_file(), "hlgym-train is not installed: pip install -e '.[dev]' (README)"
+    proc = _run([str(script), *ARGS, "--out", str(tmp_path / "run")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads((tmp_path / "run" / "results.json").read_text())["policies"]) >= {"random", "greedy"}
+
+
+@pytest.mark.slow
+def test_non_editable_install_runs_from_another_folder(tmp_path: Path) -> None:
+    """``pip install .`` (a built wheel, not the checkout) finds its hyperparameters and runs."""
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)], cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    wheel = next(wheels.glob("hlgym-*.whl"))
+    done = _run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert (target / "hlgym" / "hyperparams" / "ppo.yml").is_file()
+    where = _run([sys.executable, "-c", "import hlgym; print(hlgym.__file__)"], tmp_path, {"PYTHONPATH": str(target)})
+    assert where.stdout.strip().startswith(str(target))
+    proc = _run(
+        [str(target / "bin" / "hlgym-train"), *ARGS, "--out", str(tmp_path / "run")],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "results.json").is_file()
