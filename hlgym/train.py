@@ -206,7 +206,7 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
     hp: dict[str, Any] = {}
     if args.algo in TRAINED_ALGOS:
         entry = load_hyperparams(args.algo, args.env)
-        if entry is None:
+        if entry is None and args.evaluate_model is None:
             print(
                 f"hyperparams/{args.algo}.yml has no entry for {args.env}: using the defaults (timesteps "
                 f"{DEFAULT_TIMESTEPS}, n_envs {DEFAULT_N_ENVS}, policy {DEFAULT_POLICY}, the algorithm's own settings)"

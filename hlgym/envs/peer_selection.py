@@ -62,8 +62,13 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
     ## Arguments
 
     ``PeerSelectionEnv(config=None, render_mode=None, **overrides)``: ``config`` is a
-    :class:`~hlgym.envs.PeerSelectionConfig` (default: the embedded default), and keyword
-    overrides replace its fields. ``render_mode`` is ``"ansi"`` or ``"rgb_array"``.
+    :class:`~hlgym.envs.PeerSelectionConfig` or a dict of its fields (what the registered
+    specs hold, as plain JSON; default: the embedded default), and keyword overrides replace
+    its fields. ``render_mode`` is ``"ansi"`` or ``"rgb_array"``.
+
+    The env is a :class:`~hlgym.envs.rounds.RoundRunner` over one
+    :class:`~hlgym.envs.Episode` (``env.episode``: route, visits, costs, the peers' data) and
+    one travelling model (``env.model``); every attribute exists from construction.
 
     >>> import gymnasium as gym, hlgym
     >>> env = gym.make("hlgym/PeerSelection-v0", max_rounds=5)
