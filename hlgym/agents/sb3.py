@@ -114,7 +114,7 @@ class BatchedPeerSelectionVecEnv(VecEnv):
             if terminated or truncated:
                 info["terminal_observation"] = o
                 done.append(i)
-        for i, (o, info) in zip(done, self.engine.reset(done, [None] * len(done), [None] * len(done)), strict=True):
+        for i, (o, info) in zip(done, self.engine.autoreset(done), strict=True):
             obs[i] = o
             self.reset_infos[i] = info
         rewards = np.array([r[1] for r in results], dtype=np.float32)

@@ -100,6 +100,11 @@ class BatchedPeerSelection:
             rngs.append(rng)
         return self.runner.reset(indices, rngs, options)
 
+    def autoreset(self, indices: Sequence[int]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        """Start the next episode in the copies ``indices``, continuing their RNGs (what the
+        vector envs do when a copy's episode ends)."""
+        return self.reset(indices, [None] * len(indices), [None] * len(indices))
+
     def step(self, indices: Sequence[int], actions: Sequence[Any]) -> list[StepResult]:
         """One round in each of the copies ``indices``; every action is checked before any copy moves."""
         return self.runner.step(indices, actions)
@@ -263,14 +268,11 @@ class BatchedPeerSelectionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray
                 finished.append(i)
             else:
                 infos = self._add_info(infos, info, i)
-        for i, (o, info) in zip(restart + finished, self._reset_copies(restart + finished), strict=True):
+        for i, (o, info) in zip(restart + finished, self.engine.autoreset(restart + finished), strict=True):
             obs[i] = o
             infos = self._add_info(infos, info, i)
         self._autoreset = terminations | truncations
         return obs, rewards, terminations, truncations, infos
-
-    def _reset_copies(self, indices: list[int]) -> list[tuple[np.ndarray, dict[str, Any]]]:
-        return self.engine.reset(indices, [None] * len(indices), [None] * len(indices))
 
     def render(self) -> tuple[Any, ...] | None:
         """Each copy's render, as ``SyncVectorEnv`` returns them."""

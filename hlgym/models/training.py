@@ -53,13 +53,22 @@ def build_model(
         else:
             raise ValueError(f"model={name!r} is not known; accepted: {', '.join(MODELS)}")
     model.to_empty(device="cpu")
+    keras_init_model_(model, generator)
+    return model
+
+
+def keras_init_model_(model: nn.Module, generator: torch.Generator) -> None:
+    """Draw every weight of ``model`` from ``generator`` as Keras initialises a new model,
+    in place (layer by layer, in ``modules()`` order).
+
+    Raises:
+        TypeError: If a layer other than ``Linear`` and ``Conv2d`` has parameters.
+    """
     for module in model.modules():
-        own = list(module.parameters(recurse=False))
         if isinstance(module, nn.Linear | nn.Conv2d):
             keras_init_(module.weight, module.bias, generator)
-        elif own:
+        elif list(module.parameters(recurse=False)):
             raise TypeError(f"{type(module).__name__} has parameters that keras_init_ does not draw")
-    return model
 
 
 def keras_init_(weight: torch.Tensor, bias: torch.Tensor | None, generator: torch.Generator) -> None:

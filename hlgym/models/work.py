@@ -28,7 +28,7 @@ from hlgym.models.training import (
     build_model,
     count_parameters,
     flat_weights,
-    keras_init_,
+    keras_init_model_,
     local_train,
     make_optimizer,
     per_sample_loss,
@@ -174,11 +174,8 @@ class ModelList:
     def initialize(self, slots: Sequence[int], generators: Sequence[torch.Generator]) -> None:
         """Draw fresh weights for each slot (as ``build_model`` does) and new optimizer states."""
         for slot, generator in zip(slots, generators, strict=True):
-            model = self.modules[slot]
-            for layer in model.modules():
-                if isinstance(layer, nn.Linear | nn.Conv2d):
-                    keras_init_(layer.weight, layer.bias, generator)
-            self.optimizers[slot] = self._fresh_optimizers(model)
+            keras_init_model_(self.modules[slot], generator)
+            self.optimizers[slot] = self._fresh_optimizers(self.modules[slot])
 
     def train(self, jobs: Sequence[TrainJob], epochs: int, batch_size: int) -> None:
         """``local_train`` for each job in turn."""
