@@ -68,7 +68,11 @@ class Args:
     )
     env: str = field(default="hlgym/PeerSelection-v0", metadata=_help("Registered environment id."))
     env_kwargs: list[str] = field(
-        default_factory=list, metadata=_help("Overrides of the environment config, as key=value (values read as JSON).")
+        default_factory=list,
+        metadata={
+            **_help("Overrides of the environment config, as key=value (values read as JSON)."),
+            "metavar": "KEY=VALUE",
+        },
     )
     policy: str | None = field(
         default=None,
@@ -145,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
         elif many:
-            parser.add_argument(flag, nargs="*", type=kind, default=default, metavar="VALUE", help=text)
+            metavar = f.metadata.get("metavar", "VALUE")
+            parser.add_argument(flag, nargs="*", type=kind, default=default, metavar=metavar, help=text)
         else:
             parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default})")
     return parser
