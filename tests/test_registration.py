@@ -29,6 +29,17 @@ def test_spec_survives_json_and_makes_the_same_config(env_id: str) -> None:
     assert a.config == b.config == PRESETS[env_id].replace(**overrides)
 
 
+def test_registered_kwargs_hold_only_what_differs_from_the_default() -> None:
+    # Gymnasium repeats the kwargs in its error messages: a typo's message stays short.
+    assert gym.spec("hlgym/PeerSelection-v0").kwargs == {"config": {}}
+    for env_id, config in PRESETS.items():
+        changed = config.to_dict(changed_only=True)
+        assert PeerSelectionConfig.from_dict(changed) == config, env_id
+    with pytest.raises(TypeError) as err:
+        gym.make("hlgym/PeerSelection-v0", gaol=0.5)
+    assert len(str(err.value)) < 700
+
+
 def test_a_config_object_replaces_the_registered_one() -> None:
     cfg = PeerSelectionConfig(n_peers=4, goal=0.5)
     env = gym.make("hlgym/PeerSelection-v0", config=cfg).unwrapped

@@ -131,11 +131,16 @@ class PeerSelectionConfig:
         check_field_names(data)
         return cls(**data)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as JSON-ready values (the matrix as nested lists)."""
+    def to_dict(self, changed_only: bool = False) -> dict[str, Any]:
+        """The settings as JSON-ready values (the matrix as nested lists); with
+        ``changed_only``, only those that differ from the embedded default
+        (``from_dict`` of either gives this config back)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         if not isinstance(self.topology, str):
             out["topology"] = [list(row) for row in self.topology]
+        if changed_only:
+            default = PeerSelectionConfig()
+            out = {k: v for k, v in out.items() if getattr(self, k) != getattr(default, k)}
         return out
 
 

@@ -50,9 +50,11 @@ PRESETS: dict[str, PeerSelectionConfig] = {
 def register_envs() -> None:
     """Register every id in :data:`PRESETS` with Gymnasium (idempotent).
 
-    The registered kwargs are plain JSON values (``{"config": PeerSelectionConfig.to_dict()}``),
-    so a spec survives ``EnvSpec.to_json`` / ``from_json`` and travels between processes; a
-    ``config=`` given to ``gymnasium.make`` replaces it, and other keywords override fields.
+    The registered kwargs are plain JSON values: ``{"config": {...}}`` with the preset's
+    fields that differ from the embedded default (``PeerSelectionConfig.to_dict(changed_only=True)``;
+    short, so Gymnasium's error messages, which repeat the kwargs, stay readable). A spec
+    survives ``EnvSpec.to_json`` / ``from_json`` and travels between processes; a ``config=``
+    given to ``gymnasium.make`` replaces it, and other keywords override fields.
     """
     for env_id, config in PRESETS.items():
         if env_id not in gym.registry:
@@ -60,5 +62,5 @@ def register_envs() -> None:
                 id=env_id,
                 entry_point=ENTRY_POINT,
                 vector_entry_point=VECTOR_ENTRY_POINT,
-                kwargs={"config": config.to_dict()},
+                kwargs={"config": config.to_dict(changed_only=True)},
             )
