@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hlgym.agents.base import EpisodeOutcome, Evaluation
+from hlgym.agents.base import EpisodeOutcome, Evaluation, Stat
 from hlgym.atomic import write_bytes_atomic, write_json_atomic
 
 __all__ = [
@@ -175,27 +175,34 @@ def reduction(value: float, reference: float) -> float:
     return 100.0 * (reference - value) / reference if reference else float("nan")
 
 
+def _mean_ci(stat: Stat, width: int, ci_width: int, digits: int) -> str:
+    """``mean ±ci95``; the interval reads ``n/a`` when fewer than two episodes give none."""
+    ci = f"{stat.ci95:>{ci_width}.{digits}f}" if stat.n >= 2 else f"{'n/a':>{ci_width}}"
+    return f"{stat.mean:>{width}.{digits}f} ±{ci}"
+
+
 def format_table(results: dict[str, Evaluation], reference: str = "random") -> str:
-    """A plain-text table: one row per policy, means ± 95% CI, and the reductions in
-    rounds and communication cost against ``reference`` (as the paper reports them)."""
+    """A plain-text table: one row per policy, means ± 95% CI, and the change in rounds and
+    communication cost against ``reference`` in % (negative: fewer; the paper's 50.8% fewer
+    rounds reads -50.8%)."""
     header = (
         f"{'policy':<14} {'rounds':>14} {'comm cost':>16} {'MB sent':>10} {'final acc':>15} {'reached':>8}"
-        f" {'rounds -%':>9} {'comm -%':>8}"
+        f" {'rounds vs ' + reference:>17} {'comm vs ' + reference:>15}"
     )
     lines = [header, "-" * len(header)]
     ref = results.get(reference)
     for name, ev in results.items():
         s = ev.summary
-        red_r = red_c = "-"
+        change_r = change_c = "-"
         if ref is not None and name != reference:
-            red_r = f"{reduction(s['rounds'].mean, ref.summary['rounds'].mean):.1f}"
-            red_c = f"{reduction(s['comm_cost'].mean, ref.summary['comm_cost'].mean):.1f}"
+            change_r = f"{-reduction(s['rounds'].mean, ref.summary['rounds'].mean):+.1f}%"
+            change_c = f"{-reduction(s['comm_cost'].mean, ref.summary['comm_cost'].mean):+.1f}%"
         lines.append(
-            f"{name:<14} {s['rounds'].mean:>7.2f} ±{s['rounds'].ci95:>5.2f} "
-            f"{s['comm_cost'].mean:>8.3f} ±{s['comm_cost'].ci95:>6.3f} "
+            f"{name:<14} {_mean_ci(s['rounds'], 7, 5, 2)} "
+            f"{_mean_ci(s['comm_cost'], 8, 6, 3)} "
             f"{s['bytes_sent'].mean / 1e6:>10.2f} "
-            f"{s['final_accuracy'].mean:>7.4f} ±{s['final_accuracy'].ci95:>6.4f} "
-            f"{100 * s['reached_goal'].mean:>7.0f}% {red_r:>9} {red_c:>8}"
+            f"{_mean_ci(s['final_accuracy'], 7, 6, 4)} "
+            f"{100 * s['reached_goal'].mean:>7.0f}% {change_r:>17} {change_c:>15}"
         )
     return "\n".join(lines)
 

@@ -97,7 +97,13 @@ class Args:
             the training seeds."""
         ),
     )
-    out: str | None = field(default=None, metadata=_help("Run folder; default runs/<env>_<algo>_<seed>."))
+    out: str | None = field(
+        default=None,
+        metadata=_help(
+            """Run folder; default runs/<env>_<algo>_<seed> (runs/<env>_<algo>_eval_<seed> with
+            --evaluate-model), with _2, _3... appended when it exists."""
+        ),
+    )
     resume: bool = field(
         default=False,
         metadata=_help(
@@ -345,6 +351,13 @@ def load_trained(algo: str, path: str, device: str) -> Agent:
     return sb3.SB3Agent(sb3.algorithm_class(algo).load(path, device=device))
 
 
+def default_run_dir(args: Args) -> str:
+    """``runs/<env>_<algo>_<seed>``, or ``runs/<env>_<algo>_eval_<seed>`` for an evaluation of a
+    saved model; :func:`~hlgym.runs.fresh_run_dir` appends ``_2``, ``_3``... when it exists."""
+    kind = "_eval" if args.evaluate_model is not None else ""
+    return f"runs/{args.env.split('/')[-1]}_{args.algo.rpartition(':')[2]}{kind}_{args.seed}"
+
+
 def _resumed_args(args: Args) -> tuple[Args, RunFolder, dict[str, Any]]:
     """The saved arguments of the run ``--resume`` continues, with this call's budget."""
     if args.out is None or not RunFolder(args.out).has_run():
@@ -373,12 +386,12 @@ def main(argv: list[str] | None = None) -> dict[str, Evaluation]:
             saved["args"]["timesteps"] = args.timesteps
             run.write_config(saved)
     else:
-        name = args.algo.rpartition(":")[2]
-        run = RunFolder(args.out or fresh_run_dir(f"runs/{args.env.split('/')[-1]}_{name}_{args.seed}"))
+        run = RunFolder(args.out or fresh_run_dir(default_run_dir(args)))
         if run.has_run():
             raise SystemExit(
                 f"--out {str(run.path)!r} already holds a run; pass --resume to continue it, or another --out"
             )
+        print(f"run folder: {run.path}")
         run.write_config(
             {
                 "hlgym_version": hlgym.__version__,

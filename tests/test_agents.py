@@ -109,7 +109,7 @@ def test_train_meta_cli(tmp_path: Path, algo: str) -> None:
     for pol in results["policies"].values():
         assert set(pol["summary"]) == {"rounds", "comm_cost", "bytes_sent", "final_accuracy", "reached_goal", "return"}
         assert len(pol["episodes"]) == 2 and all(ep["rounds"] <= 5 for ep in pol["episodes"])
-    assert "rounds -%" in proc.stdout and name in proc.stdout
+    assert "rounds vs random" in proc.stdout and name in proc.stdout
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["args"]["algo"] == algo
 

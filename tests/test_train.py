@@ -92,3 +92,18 @@ def test_non_editable_install_runs_from_another_folder(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "run" / "results.json").is_file()
+
+
+def test_default_run_folders_are_announced_and_never_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["--algo", "random", "--eval-episodes", "1", "--no-progress", "--env-kwargs", "max_rounds=2"]
+    train.main(argv)
+    train.main(argv)
+    said = capsys.readouterr().out
+    assert "run folder: runs/PeerSelection-v0_random_0\n" in said
+    assert "run folder: runs/PeerSelection-v0_random_0_2\n" in said
+    assert (tmp_path / "runs" / "PeerSelection-v0_random_0_2" / "results.json").is_file()
+    evaluation = Args(algo="ppo", evaluate_model="model.zip", seed=3)
+    assert train.default_run_dir(evaluation) == "runs/PeerSelection-v0_ppo_eval_3"

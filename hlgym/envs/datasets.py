@@ -210,12 +210,16 @@ def _load_idx_dataset(name: str, data_dir: str | None, download: bool) -> Datase
     why = "downloads are off (HLGYM_OFFLINE is set)" if offline else f"OpenML failed: {error}"
     if not download:
         why = "download=False"
+    if name == "fashion_mnist":
+        system = "  2. install the system package (Debian: apt-get install dataset-fashion-mnist);\n"
+    else:  # no distribution packages MNIST itself
+        system = "  2. download the four files from the MNIST page or a mirror of it, and do 1.;\n"
     raise DataNotFoundError(
         f"dataset={name!r}: no IDX files found. Looked in:\n  {looked}\nand {why}.\n"
         "Provide the data in one of three ways:\n"
         f"  1. put {', '.join(s + '[.gz]' for s in _IDX_STEMS)} in a folder and pass data_dir=FOLDER\n"
         f"     (or set HLGYM_DATA_DIR, or use ~/.cache/hlgym/{name});\n"
-        "  2. install the system package (Debian: apt-get install dataset-fashion-mnist);\n"
+        f"{system}"
         "  3. run once online: the files are fetched from OpenML and cached by scikit-learn."
     )
 
