@@ -91,16 +91,22 @@ def test_data_folder_without_idx_files(tmp_path: Path) -> None:
         load_dataset("mnist", data_dir=str(tmp_path))
 
 
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_missing_data_says_where_it_looked_and_how_to_provide_it(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setattr("hlgym.envs.datasets._SYSTEM_DIRS", {"mnist": (tmp_path / "nowhere",)})
+    monkeypatch.setenv("HLGYM_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr("hlgym.envs.datasets._SYSTEM_DIRS", {name: (tmp_path / "nowhere",)})
     with pytest.raises(DataNotFoundError) as err:
-        load_dataset("mnist")
+        load_dataset(name)
     text = str(err.value)
-    assert "Looked in" in text and str(tmp_path / "nowhere") in text
-    assert "data_dir=FOLDER" in text and "apt-get install" in text and "OpenML" in text
+    assert "Looked in" in text and str(tmp_path / "nowhere") in text and "downloads are off" in text
+    assert "data_dir=FOLDER" in text and "OpenML" in text
+    if name == "fashion_mnist":
+        assert "apt-get install dataset-fashion-mnist" in text
+    else:  # Debian's package is the other data set; nothing packages MNIST
+        assert "dataset-fashion-mnist" not in text and "MNIST page or a mirror" in text
 
 
 def test_env_kwargs_parsing() -> None:

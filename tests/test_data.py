@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hlgym.envs import partition
-from hlgym.envs.datasets import DataNotFoundError, _load_cached, load_dataset, read_idx
+from hlgym.envs.datasets import _load_cached, load_dataset, read_idx
 from hlgym.envs.topology import euclidean, hl_random, mds_positions, validate_matrix
 
 
@@ -165,14 +165,3 @@ def test_stratified_subset_keeps_the_class_shares() -> None:
     assert idx.size == 7 and np.bincount(labels[idx], minlength=4).min() >= 0
     with pytest.raises(ValueError, match="eval_samples=1001 asks for more samples than the data has"):
         partition.stratified_subset(labels, 1001, np.random.default_rng(0))
-
-
-def test_missing_mnist_says_how_to_get_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HLGYM_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(DataNotFoundError) as err:
-        load_dataset("mnist")
-    text = str(err.value)
-    assert str(tmp_path) in text and "downloads are off" in text
-    assert "dataset-fashion-mnist" not in text  # Debian's package is the other data set
-    assert "MNIST page or a mirror" in text
