@@ -33,12 +33,29 @@ from hlgym.envs.config import parse_overrides
         ("offline_prob", 1.0, "[0, 1)"),
         ("per_peer_optimizer", 1, "True or False"),
         ("device", "tpu9", "a torch device"),
+        ("transfer", "gossip", "accepted: 'relay', 'average', 'distill', 'logits'"),
+        ("transfer_mix", 1.5, "a number in [0, 1]"),
+        ("transfer_mix", -0.1, "a number in [0, 1]"),
+        ("distill_temperature", 0.0, "a number > 0"),
+        ("distill_weight", -1.0, "a number >= 0"),
+        ("distill_on", "hidden", "accepted: 'logits', 'features'"),
+        ("public_samples", 0, "an integer >= 1"),
+        ("link_failure_prob", 1.0, "[0, 1)"),
+        ("link_failure_prob", -0.2, "[0, 1)"),
+        ("byzantine_peers", 10, "an integer >= 0 and <= 9"),
+        ("byzantine_peers", -1, "an integer >= 0 and <= 9"),
+        ("byzantine_mode", "lie", "accepted: 'noise', 'sign_flip', 'label_flip'"),
+        ("byzantine_scale", 0.0, "a number > 0"),
+        ("track_peer_accuracy", "yes", "True or False"),
+        ("per_peer_optimizer", False, "True with transfer='average'"),  # with transfer="average", below
     ],
 )
 def test_bad_config_values(field: str, value: object, accepted: str) -> None:
     kwargs: dict[str, Any] = {field: value}
     if field == "pca_components":
         kwargs["observation"] = "hl_pca"
+    if field == "per_peer_optimizer" and value is False:
+        kwargs["transfer"] = "average"
     with pytest.raises(ValueError) as err:
         PeerSelectionConfig(**kwargs)
     text = str(err.value)
@@ -48,6 +65,14 @@ def test_bad_config_values(field: str, value: object, accepted: str) -> None:
 def test_unknown_field_suggests_the_close_one() -> None:
     with pytest.raises(TypeError, match=r"'gaol' is not a PeerSelectionConfig field \(did you mean 'goal'\?\)"):
         gym.make("hlgym/PeerSelection-v0", gaol=0.5)
+
+
+def test_public_set_larger_than_the_unassigned_pool() -> None:
+    # digits: 1,297 training images, 10 peers x 100 held: 297 left for the public set.
+    with pytest.raises(ValueError, match=r"^public_samples=500 is not accepted; accepted: an integer in \[1, 297\]"):
+        PeerSelectionEnv(transfer="logits", public_samples=500)
+    PeerSelectionEnv(transfer="logits", public_samples=297)  # the whole pool is fine
+    PeerSelectionEnv(public_samples=500)  # only the logits mode reads it
 
 
 def test_more_samples_than_the_data_has() -> None:

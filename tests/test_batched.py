@@ -40,6 +40,45 @@ CASES: dict[str, dict[str, Any]] = {
         "optimizer": "sgd",
         "lr": 0.05,
     },
+    # Every transfer mode and fault, with the infos they add.
+    "mlp-average-faults": {
+        "max_rounds": 5,
+        "transfer": "average",
+        "transfer_mix": 0.3,
+        "link_failure_prob": 0.3,
+        "byzantine_peers": 2,
+        "byzantine_mode": "noise",
+        "track_peer_accuracy": True,
+    },
+    "mlp-distill-features-hl_pca": {
+        "max_rounds": 5,
+        "transfer": "distill",
+        "distill_on": "features",
+        "observation": "hl_pca",
+        "pca_components": 3,
+        "byzantine_peers": 3,
+        "byzantine_mode": "sign_flip",
+    },
+    "mlp-distill-label_flip": {
+        "max_rounds": 5,
+        "transfer": "distill",
+        "distill_temperature": 3.0,
+        "byzantine_peers": 2,
+        "byzantine_mode": "label_flip",
+    },
+    "mlp-logits": {"max_rounds": 5, "transfer": "logits", "public_samples": 70, "offline_prob": 0.2},
+    "cnn-distill-features": {
+        "dataset": "synthetic",
+        "model": "cnn",
+        "main_samples": 60,
+        "other_samples": 10,
+        "max_rounds": 4,
+        "goal": 0.95,
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "transfer": "distill",
+        "distill_on": "features",
+    },
 }
 # hl_pca's coordinates amplify weight rounding (PCA of nearly equal rows); probe features do not.
 OBS_TOL = {"peer_features": 1e-5, "hl_pca": 3e-3}  # max seen over 8 seeds: 1.4e-6, 6.6e-4
@@ -69,11 +108,18 @@ def test_same_trajectories_as_dummy_vec_env(case: str) -> None:
             assert set(info_b) == set(info_d)
             for key in ("round", "holder", "delivered", "TimeLimit.truncated", "bytes_sent"):
                 assert info_b[key] == info_d[key], key
-            assert info_b["accuracy"] == pytest.approx(info_d["accuracy"], abs=1e-6)
+            for key in ("accuracy", "mean_peer_accuracy"):
+                assert info_b.get(key) == pytest.approx(info_d.get(key), abs=1e-6)
             if "terminal_observation" in info_d:
                 np.testing.assert_allclose(info_b["terminal_observation"], info_d["terminal_observation"], atol=tol)
         episodes_ended += int(done_d.sum())
     assert episodes_ended >= n  # the auto-reset path ran
+    # The copies drew what lone envs draw: byzantine peers, public sets.
+    for i in range(n):
+        (episode_d,) = dummy.get_attr("episode", [i])
+        (episode_b,) = batched.get_attr("episode", [i])
+        np.testing.assert_array_equal(episode_b.byzantine, episode_d.byzantine)
+        assert torch.equal(episode_b.public_x, episode_d.public_x)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])

@@ -16,6 +16,7 @@ from hlgym.envs.datasets import DATASETS
 from hlgym.envs.observation import OBSERVATIONS
 from hlgym.envs.partition import PARTITIONS
 from hlgym.envs.topology import TOPOLOGIES, validate_matrix
+from hlgym.envs.transfer import BYZANTINE_MODES, DISTILL_ON, PER_PEER, TRANSFERS
 from hlgym.models.training import MODELS, OPTIMIZERS
 
 Matrix = tuple[tuple[float, ...], ...]
@@ -104,10 +105,43 @@ class PeerSelectionConfig:
     probe_size: int = 32
     """``peer_features``: samples of each peer's data the probe loss is measured on."""
 
-    # --- scenario ----------------------------------------------------------------------
+    # --- knowledge transfer (README "Transfer modes") -------------------------------------
+    transfer: str = "relay"
+    """What travels and how the receiver absorbs it: ``"relay"`` (one model travels and the
+    receiver trains it, HL's method), ``"average"``, ``"distill"`` or ``"logits"`` (every
+    peer keeps its own model; see :mod:`hlgym.envs.transfer`)."""
+    transfer_mix: float = 0.5
+    """``average``: the receiver's model becomes ``mix * arriving + (1 - mix) * own``. In [0, 1]."""
+    distill_weight: float = 1.0
+    """``distill``/``logits``: weight of the distillation term in the receiver's loss. >= 0."""
+    distill_temperature: float = 2.0
+    """``distill``/``logits``: softmax temperature T of the distillation term (scaled by T^2). > 0."""
+    distill_on: str = "logits"
+    """``distill``: what the receiver matches: the teacher's ``"logits"`` (KL at temperature T)
+    or its penultimate ``"features"`` (mean squared error)."""
+    public_samples: int = 100
+    """``logits``: size of the public unlabeled set (training images no peer holds, drawn per
+    episode) on which the holder's logits travel. At least 1, at most the unassigned pool."""
+    track_peer_accuracy: bool = False
+    """Add ``mean_peer_accuracy`` to ``info``: every peer model's test accuracy, averaged
+    (costs one evaluation per peer model and round)."""
+
+    # --- scenario and faults ------------------------------------------------------------
     offline_prob: float = 0.0
     """Chance that a peer is offline in a round (never the holder); sending the model to
     an offline peer fails: the hop is paid, nothing trains. In [0, 1)."""
+    link_failure_prob: float = 0.0
+    """Chance that a hop to another peer fails: the hop is paid, nothing arrives, the holder
+    keeps the model (``info["delivered"]`` is False). In [0, 1)."""
+    byzantine_peers: int = 0
+    """Peers that corrupt what they return, drawn per episode and never observed
+    (``env.unwrapped.byzantine``). In [0, n_peers - 1]."""
+    byzantine_mode: str = "noise"
+    """How a byzantine peer corrupts: ``"noise"`` (Gaussian noise of scale
+    ``byzantine_scale`` added to the weights), ``"sign_flip"`` (returns the model moved by
+    minus its local update) or ``"label_flip"`` (trains on permuted labels)."""
+    byzantine_scale: float = 0.1
+    """``noise``: standard deviation of the noise added to every weight. > 0."""
 
     # --- execution -------------------------------------------------------------------------
     device: str = "cpu"
@@ -231,7 +265,7 @@ def _validate(cfg: PeerSelectionConfig) -> None:
     _real(cfg, "adam_eps", "a number > 0", lambda v: v > 0)
     _int(cfg, "local_epochs", 1)
     _int(cfg, "batch_size", 1)
-    for flag in ("per_peer_optimizer", "first_round_at_start"):
+    for flag in ("per_peer_optimizer", "first_round_at_start", "track_peer_accuracy"):
         if not isinstance(getattr(cfg, flag), bool):
             _fail(flag, getattr(cfg, flag), "True or False")
     _real(cfg, "goal", "a number in (0, 1]", lambda v: 0 < v <= 1)
@@ -245,7 +279,23 @@ def _validate(cfg: PeerSelectionConfig) -> None:
     _int(cfg, "probe_size", 1)
     if cfg.eval_samples is not None:
         _int(cfg, "eval_samples", 1)
+    _choice(cfg, "transfer", TRANSFERS)
+    _real(cfg, "transfer_mix", "a number in [0, 1]", lambda v: 0 <= v <= 1)
+    _real(cfg, "distill_weight", "a number >= 0", lambda v: v >= 0)
+    _real(cfg, "distill_temperature", "a number > 0", lambda v: v > 0)
+    _choice(cfg, "distill_on", DISTILL_ON)
+    _int(cfg, "public_samples", 1)
+    if cfg.transfer in PER_PEER and cfg.per_peer_optimizer is not True:
+        _fail(
+            "per_peer_optimizer",
+            cfg.per_peer_optimizer,
+            f"True with transfer={cfg.transfer!r} (every peer's own model keeps its own optimizer state)",
+        )
     _real(cfg, "offline_prob", "a number in [0, 1)", lambda v: 0 <= v < 1)
+    _real(cfg, "link_failure_prob", "a number in [0, 1)", lambda v: 0 <= v < 1)
+    _int(cfg, "byzantine_peers", 0, cfg.n_peers - 1)
+    _choice(cfg, "byzantine_mode", BYZANTINE_MODES)
+    _real(cfg, "byzantine_scale", "a number > 0", lambda v: v > 0)
     try:
         torch.device(cfg.device)
     except (RuntimeError, TypeError):

@@ -24,6 +24,7 @@ from hlgym.envs import observation as obs_builders
 from hlgym.envs import partition, topology
 from hlgym.envs.config import PeerSelectionConfig
 from hlgym.envs.datasets import DeviceData, device_data
+from hlgym.envs.transfer import PER_PEER
 
 BYTES_PER_PARAM = 4  # float32 weights travel
 NO_REWARD = {"accuracy": 0.0, "communication": 0.0, "step": 0.0}  # reset's info["rewards"]
@@ -44,16 +45,26 @@ class Move(NamedTuple):
     peer: int
     hop: float
     delivered: bool
+    link_failed: bool = False
 
 
 class Training(NamedTuple):
     """A round's local training: which of the episode's model slots trains, with which
-    optimizer state, on which data."""
+    optimizer state, on which data, what it absorbs first and what it returns.
+
+    ``source`` is the slot of the arriving model in the modes where every peer keeps its own
+    (None in the relay), ``public_x`` the episode's public inputs (``logits``), and
+    ``corruption`` what a byzantine receiver does to its trained weights (``"noise"``,
+    ``"sign_flip"``; ``label_flip`` is already in ``y``).
+    """
 
     slot: int
     state: int
     x: torch.Tensor
     y: torch.Tensor
+    source: int | None = None
+    public_x: torch.Tensor | None = None
+    corruption: str | None = None
 
 
 def check_render_mode(render_mode: str | None) -> None:
@@ -83,6 +94,19 @@ def _fixed_topology(n_peers: int, scale: float, matrix: tuple[tuple[float, ...],
     return d, positions
 
 
+def slots_for(config: PeerSelectionConfig) -> int:
+    """Model slots an episode with ``config`` uses: 1 for the relay's travelling model, one
+    per peer in the modes where every peer keeps its own model."""
+    return config.n_peers if config.transfer in PER_PEER else 1
+
+
+def _failure(move: Move) -> str:
+    """The log's note on a hop that delivered nothing."""
+    if move.link_failed:
+        return " (link failed)"
+    return "" if move.delivered else " (offline)"
+
+
 class Episode:
     """The bookkeeping of one episode of :class:`~hlgym.envs.PeerSelectionEnv` (no model).
 
@@ -101,7 +125,15 @@ class Episode:
         self.n_params = n_params
         self.data = data if data is not None else self.load_data(config)
         # Fail at construction, not at the first reset, when the split asks for too much.
-        self._partition(np.random.default_rng(0))
+        parts = self._partition(np.random.default_rng(0))
+        if config.transfer == "logits":
+            # Every partitioner leaves the same number of samples to no peer, whatever its draws.
+            pool = self._unassigned(parts).size
+            if config.public_samples > pool:
+                raise ValueError(
+                    f"public_samples={config.public_samples} is not accepted; accepted: an integer in [1, {pool}] "
+                    f"(the training samples no peer holds under partition={config.partition!r})"
+                )
         n = config.n_peers
         self._fixed: tuple[np.ndarray, ...] | None = None
         if not isinstance(config.topology, str):
@@ -115,10 +147,19 @@ class Episode:
         # Replaced by begin() with one seeded from the episode's RNG.
         self.generator = torch.Generator().manual_seed(0)
         self.main_classes: np.ndarray | None = None
+        self.peer_indices: list[np.ndarray] = []
+        """Each peer's training samples (indices into the data set's training split)."""
         self.peer_x: list[torch.Tensor] = []
         self.peer_y: list[torch.Tensor] = []
         self.probe_x = self.data.x_train[:0]
         self.probe_y = self.data.y_train[:0]
+        self.public_indices = np.zeros(0, dtype=np.int64)
+        """``logits``: the public set's training samples (held by no peer; drawn per episode)."""
+        self.public_x = self.data.x_train[:0]
+        self.byzantine = np.zeros(n, dtype=bool)
+        """Which peers corrupt what they return this episode (never in the observation)."""
+        self._train_y: dict[int, torch.Tensor] = {}  # label_flip: the byzantine peers' training labels
+        self.peer_accuracy = float("nan")
         self._probe_starts = np.zeros(0, dtype=np.int64)
         self.holder = config.start_peer
         self.round = 0
@@ -133,6 +174,7 @@ class Episode:
         self.visits = np.zeros(n, dtype=np.int64)
         self._weights_before: np.ndarray | None = None
         self._weights_after: np.ndarray | None = None
+        self._peer_weights: np.ndarray | None = None  # hl_pca with a model per peer: one row each
 
     @staticmethod
     def load_data(config: PeerSelectionConfig) -> DeviceData:
@@ -152,16 +194,42 @@ class Episode:
     # ------------------------------------------------------------------ what the models need
 
     @property
+    def per_peer(self) -> bool:
+        """Whether every peer keeps its own model (``average``, ``distill``, ``logits``)."""
+        return self.config.transfer in PER_PEER
+
+    @property
     def model_slots(self) -> int:
-        """Model slots this episode uses: 1, the travelling model of HL's relay (a mode in
-        which every peer keeps its own network would use one per peer)."""
-        return 1
+        """Model slots this episode uses: 1, the travelling model of HL's relay, or one per
+        peer (slot ``i`` is peer ``i``'s model) in the other transfer modes."""
+        return slots_for(self.config)
 
     @property
     def scored_slot(self) -> int:
-        """The slot (of this episode's) whose model the reward, the probes and ``hl_pca`` read:
-        the holder's model. In the relay that is the one travelling model."""
-        return 0
+        """The slot (of this episode's) whose model the reward and the probes read: the
+        holder's model. In the relay that is the one travelling model."""
+        return self.holder if self.per_peer else 0
+
+    @property
+    def hop_bytes(self) -> int:
+        """Bytes one hop to another peer moves: the model's weights (float32), or in the
+        ``logits`` mode the holder's logits on the public set (float32)."""
+        if self.config.transfer == "logits":
+            return self.config.public_samples * self.data.n_classes * BYTES_PER_PARAM
+        return self.n_params * BYTES_PER_PARAM
+
+    def slot_generators(self) -> list[torch.Generator]:
+        """The generator each of the episode's slots draws its initial weights from.
+
+        Every peer's model starts from the same seed-drawn weights: the other slots draw
+        from copies of the generator's state, so the generator advances as for one model.
+        """
+        copies = []
+        for _ in range(self.model_slots - 1):
+            twin = torch.Generator()
+            twin.set_state(self.generator.get_state())
+            copies.append(twin)
+        return [self.generator, *copies]
 
     @property
     def needs_weights(self) -> bool:
@@ -174,11 +242,19 @@ class Episode:
         return self.config.observation == "peer_features"
 
     def training(self, move: Move) -> Training | None:
-        """The local training of the round ``move`` dispatched (None: the peer was offline)."""
+        """The local training of the round ``move`` dispatched (None: nothing arrived)."""
         if not move.delivered:
             return None
-        state = move.peer if self.config.per_peer_optimizer else 0
-        return Training(0, state, self.peer_x[move.peer], self.peer_y[move.peer])
+        cfg, peer = self.config, move.peer
+        corruption = None
+        if self.byzantine[peer] and cfg.byzantine_mode != "label_flip":
+            corruption = cfg.byzantine_mode
+        y = self._train_y.get(peer, self.peer_y[peer])
+        if not self.per_peer:
+            state = peer if cfg.per_peer_optimizer else 0
+            return Training(0, state, self.peer_x[peer], y, corruption=corruption)
+        public = self.public_x if cfg.transfer == "logits" else None
+        return Training(peer, 0, self.peer_x[peer], y, move.prev, public, corruption)
 
     def probe_means(self, loss: torch.Tensor, hits: torch.Tensor) -> ProbeStats:
         """Per-peer means of the probe samples' loss and correctness (``probe_x`` order)."""
@@ -201,6 +277,7 @@ class Episode:
         self.np_random = rng
         self.generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         parts = self._partition(rng)
+        self.peer_indices = parts
         fmt, device = data.memory_format, data.x_train.device
         self.peer_x = [data.x_train[torch.from_numpy(p).to(device)].contiguous(memory_format=fmt) for p in parts]
         self.peer_y = [data.y_train[torch.from_numpy(p).to(device)] for p in parts]
@@ -212,6 +289,20 @@ class Episode:
         self._probe_starts = np.cumsum([0] + [p.size for p in probes[:-1]])
         if self._fixed is None:
             self.distances, self.positions = topology.euclidean(n, rng, cfg.topology_scale)
+        # Draws that only some settings make come last, so the others' episodes are unchanged.
+        if cfg.transfer == "logits":
+            self.public_indices = rng.choice(self._unassigned(parts), size=cfg.public_samples, replace=False)
+            public = torch.from_numpy(self.public_indices).to(device)
+            self.public_x = data.x_train[public].contiguous(memory_format=fmt)
+        self.byzantine = np.zeros(n, dtype=bool)
+        self._train_y = {}
+        if cfg.byzantine_peers > 0:
+            self.byzantine[rng.choice(n, size=cfg.byzantine_peers, replace=False)] = True
+            if cfg.byzantine_mode == "label_flip":
+                for peer in np.flatnonzero(self.byzantine):
+                    # A class offset in [1, n_classes): every label becomes another class.
+                    shift = int(rng.integers(1, data.n_classes))
+                    self._train_y[int(peer)] = (self.peer_y[peer] + shift) % data.n_classes
         self.holder = cfg.start_peer
         self.round = 0
         self.last_visit = np.full(n, -1, dtype=np.int64)
@@ -221,10 +312,13 @@ class Episode:
         self.online = np.ones(n, dtype=bool)
 
     def start(self, accuracy: float, weights: np.ndarray | None) -> None:
-        """Open the episode with the initial model's test accuracy (and, for ``hl_pca``, its
-        flat weights, which every peer holds)."""
-        self.accuracy = accuracy
-        self._weights_before = self._weights_after = weights
+        """Open the episode with the initial model's test accuracy (and, for ``hl_pca``, the
+        flat weights of every slot, ``(model_slots, n_params)``; every peer holds the same
+        initial model)."""
+        self.accuracy = self.peer_accuracy = accuracy
+        if weights is not None:
+            self._peer_weights = weights
+            self._weights_before = self._weights_after = weights[0]
         self.running = True
         self.route = [self.holder]
         self.log = [f"round   0  model at peer {self.holder}  acc {self.accuracy:.4f}"]
@@ -260,45 +354,54 @@ class Episode:
     def dispatch(self, peer: int) -> Move:
         """Pay the hop to ``peer`` (checked by :meth:`check_step`); the model moves unless the
         peer is offline."""
-        assert self.distances is not None, "dispatch() runs inside an episode"
+        assert self.distances is not None and self.np_random is not None, "dispatch() runs inside an episode"
         prev = self.holder
         hop = float(self.distances[prev, peer])
         self.comm_cost += hop
+        failed = False
         if peer != prev:
-            self.bytes_sent += self.n_params * BYTES_PER_PARAM
+            self.bytes_sent += self.hop_bytes  # sent, whether or not it arrives
+            p = self.config.link_failure_prob
+            failed = p > 0 and bool(self.np_random.random() < p)
         self.round += 1
-        delivered = bool(self.online[peer])
+        delivered = bool(self.online[peer]) and not failed
         if delivered:
             self.holder = peer
         self.route.append(self.holder)
-        return Move(prev, peer, hop, delivered)
+        return Move(prev, peer, hop, delivered, failed)
 
     def trained(self, move: Move, weights: np.ndarray | None) -> None:
         """Record the round's local training (none if the peer was offline).
 
-        ``weights``: the trained model's flat weights, for ``hl_pca`` only. As in the
-        reference, its state is taken after local training and before the broadcast: every
-        other peer still holds the model from before the round.
+        ``weights``: for ``hl_pca`` only, every slot's flat weights after the round,
+        ``(model_slots, n_params)``. In the relay, as in the reference, the state is taken
+        after local training and before the broadcast: every other peer still holds the model
+        from before the round. With a model per peer, each row is that peer's own model.
         """
         if not move.delivered:
             self._weights_before = self._weights_after  # every peer holds the same model
             return
         if weights is not None:
-            self._weights_before, self._weights_after = self._weights_after, weights
+            self._peer_weights = weights
+            self._weights_before, self._weights_after = self._weights_after, weights[0]
         self.last_visit[move.peer] = self.round
         self.visits[move.peer] += 1
 
-    def conclude(self, move: Move, accuracy: float, probe: ProbeStats | None) -> StepResult:
-        """Score the round given the new model's test accuracy and (``peer_features``) its
-        per-peer probe statistics; returns the step's ``(obs, reward, terminated, truncated, info)``."""
+    def conclude(
+        self, move: Move, accuracy: float, probe: ProbeStats | None, peer_accuracy: float | None = None
+    ) -> StepResult:
+        """Score the round given the holder's model's test accuracy, (``peer_features``) its
+        per-peer probe statistics and (``track_peer_accuracy``) the mean accuracy of every
+        peer's model; returns the step's ``(obs, reward, terminated, truncated, info)``."""
         self.accuracy = accuracy
+        self.peer_accuracy = accuracy if peer_accuracy is None else peer_accuracy
         reward, terms = self.reward(accuracy, move.hop)
         terminated = accuracy >= self.config.goal
         truncated = not terminated and self.round >= self.config.max_rounds
         self.running = not (terminated or truncated)
         self._draw_online()
         self.log.append(
-            f"round {self.round:3d}  {move.prev:>2} -> {move.peer:<2}{'' if move.delivered else ' (offline)'}  "
+            f"round {self.round:3d}  {move.prev:>2} -> {move.peer:<2}{_failure(move)}  "
             f"hop {move.hop:.4f}  comm {self.comm_cost:.4f}  acc {accuracy:.4f}  reward {reward:+.4f}"
         )
         return self.observe(probe), reward, terminated, truncated, self.info(terms, move.delivered, move.hop)
@@ -320,6 +423,9 @@ class Episode:
         cfg, n = self.config, self.config.n_peers
         assert self.distances is not None, "observe() runs inside an episode"
         if cfg.observation == "hl_pca":
+            if self.per_peer:
+                assert self._peer_weights is not None
+                return obs_builders.hl_pca(self._peer_weights, cfg.pca_components)
             assert self._weights_before is not None and self._weights_after is not None
             rows = np.repeat(self._weights_before[None, :], n, axis=0)
             rows[self.holder] = self._weights_after
@@ -343,7 +449,7 @@ class Episode:
     def info(self, terms: dict[str, float], delivered: bool, hop: float) -> dict[str, Any]:
         """The info dict of ``reset`` / ``step``."""
         assert self.distances is not None, "info() runs inside an episode"
-        return {
+        out: dict[str, Any] = {
             "accuracy": self.accuracy,
             "hop_cost": hop,
             "comm_cost": self.comm_cost,
@@ -355,6 +461,9 @@ class Episode:
             "action_mask": self.online.copy(),
             "hop_costs": self.distances[self.holder].copy(),
         }
+        if self.config.track_peer_accuracy:
+            out["mean_peer_accuracy"] = self.peer_accuracy
+        return out
 
     def action_masks(self) -> np.ndarray:
         """Peers that can receive the model this round (all of them before the first reset)."""
@@ -381,6 +490,13 @@ class Episode:
             return partition.shards(labels, cfg.n_peers, cfg.classes_per_peer, cfg.samples_per_peer, rng)
         return partition.iid(labels, cfg.n_peers, cfg.samples_per_peer, rng)
 
+    def _unassigned(self, parts: list[np.ndarray]) -> np.ndarray:
+        """Training samples no peer holds (the pool of the ``logits`` mode's public set)."""
+        held = np.zeros(self.data.labels.shape[0], dtype=bool)
+        for p in parts:
+            held[p] = True
+        return np.flatnonzero(~held)
+
     def _draw_online(self) -> None:
         p = self.config.offline_prob
         if p > 0:
@@ -399,6 +515,9 @@ class Episode:
         ax = fig.add_subplot()
         pos = self.positions
         ax.scatter(pos[:, 0], pos[:, 1], c=self.main_classes, cmap="tab10", vmin=0, vmax=9, s=200, zorder=3)
+        bad = self.byzantine
+        if bad.any():  # byzantine peers: a red ring (for analysis; the policy never sees it)
+            ax.scatter(pos[bad, 0], pos[bad, 1], s=420, facecolors="none", edgecolors="red", linewidths=2, zorder=2)
         for i, (x, y) in enumerate(pos):
             ax.annotate(str(i), (x, y), ha="center", va="center", fontsize=8, zorder=4)
         for k, (a, b) in enumerate(itertools.pairwise(self.route), start=1):

@@ -9,7 +9,7 @@ import numpy as np
 from torch import nn
 
 from hlgym.envs.config import PeerSelectionConfig, make_config
-from hlgym.envs.episode import BYTES_PER_PARAM, RENDER_MODES, Episode, check_render_mode, spaces_for
+from hlgym.envs.episode import BYTES_PER_PARAM, RENDER_MODES, Episode, check_render_mode, slots_for, spaces_for
 from hlgym.envs.rounds import RoundRunner, model_spec
 from hlgym.models.work import ModelList
 
@@ -97,7 +97,7 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         self.config = cfg
         self.render_mode = render_mode
         data = Episode.load_data(cfg)
-        models = ModelList(model_spec(cfg, data), n_slots=1)
+        models = ModelList(model_spec(cfg, data), n_slots=slots_for(cfg))
         self.episode = Episode(cfg, models.n_params, data)
         """This env's episode bookkeeping (route, visits, costs, topology, data split)."""
         self._runner = RoundRunner([self.episode], models)
@@ -141,8 +141,20 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
 
     @property
     def model(self) -> nn.Module:
-        """The travelling model (the module the env trains; read it, do not train it)."""
+        """The holder's model: the travelling model of the relay (the module the env trains;
+        read it, do not train it)."""
         return self._runner.module(0)
+
+    def peer_model(self, peer: int) -> nn.Module:
+        """Peer ``peer``'s own model in the modes where every peer keeps one (the travelling
+        model in the relay). Raises :class:`~hlgym.envs.ResetNeededError` before ``reset()``."""
+        return self._runner.module(0, peer)
+
+    @property
+    def byzantine(self) -> np.ndarray:
+        """Which peers are byzantine this episode (bool per peer; for analysis and plots,
+        never in the observation)."""
+        return self.episode.byzantine
 
     @property
     def last_timing(self) -> dict[str, float]:

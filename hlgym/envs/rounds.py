@@ -15,9 +15,13 @@ a :class:`~hlgym.models.batched.StackedModels`. Both go through the same phases:
 ``step``
     1. ``Episode.check_step`` for every action (a bad one leaves every episode as it was);
     2. ``Episode.dispatch``: pay the hop, move the model unless the peer is offline;
-    3. ``ModelWork.train``: every delivered model on its peer's data, in one call;
-    4. ``Episode.trained`` (with the trained weights for ``hl_pca``);
-    5. one evaluation of every model on the test images;
+    3. ``Episode.training`` says which slot trains on what; ``transfer.absorb`` brings the
+       arriving knowledge in (``average`` blends weights; ``distill`` and ``logits`` hand the
+       job a teacher or soft targets); ``ModelWork.train``: every job, in one call;
+       ``transfer.corrupt`` for a byzantine receiver's ``noise`` / ``sign_flip``;
+    4. ``Episode.trained`` (with the slots' weights for ``hl_pca``);
+    5. one evaluation of every scored model (the holder's) on the test images, and with
+       ``track_peer_accuracy`` of every peer's model;
     6. the probes (``peer_features``), then ``Episode.conclude``: reward, termination,
        the next round's offline peers, log, observation, info.
 
@@ -32,8 +36,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
+from hlgym.envs import transfer
 from hlgym.envs.config import PeerSelectionConfig
 from hlgym.envs.datasets import DeviceData
 from hlgym.envs.episode import Episode, ProbeStats, ResetNeededError, StepResult
@@ -52,8 +58,9 @@ def model_spec(config: PeerSelectionConfig, data: DeviceData) -> ModelSpec:
         optimizer=config.optimizer,
         lr=config.lr,
         adam_eps=config.adam_eps,
-        # As the reference's per-peer Keras models: each peer keeps its own optimizer state.
-        n_optimizers=config.n_peers if config.per_peer_optimizer else 1,
+        # As the reference's per-peer Keras models: each peer keeps its own optimizer state
+        # (with a model per peer, the peer's model has one: its slot's).
+        n_optimizers=config.n_peers if config.per_peer_optimizer and config.transfer not in transfer.PER_PEER else 1,
         device=config.device,
     )
 
@@ -94,8 +101,7 @@ class RoundRunner:
         for episode, rng, opts in zip(episodes, rngs, options, strict=True):
             episode.begin(rng, opts)
         slots = [self._slot(i, local) for i, e in zip(indices, episodes, strict=True) for local in range(e.model_slots)]
-        generators = [e.generator for e in episodes for _ in range(e.model_slots)]
-        # Each of an episode's slots draws from the episode's generator, in slot order.
+        generators = [g for e in episodes for g in e.slot_generators()]
         self.models.initialize(slots, generators)
         accuracies = self._accuracies(indices)
         for i, episode, accuracy in zip(indices, episodes, accuracies, strict=True):
@@ -117,21 +123,34 @@ class RoundRunner:
         peers = [e.check_step(a) for e, a in zip(episodes, actions, strict=True)]
         moves = [e.dispatch(p) for e, p in zip(episodes, peers, strict=True)]
         with self._timed("train"):
-            jobs = []
+            jobs, corrupted = [], []
             for i, episode, move in zip(indices, episodes, moves, strict=True):
                 training = episode.training(move)
-                if training is not None:
-                    slot = self._slot(i, training.slot)
-                    jobs.append(TrainJob(slot, training.state, training.x, training.y, episode.generator))
+                if training is None:
+                    continue
+                slot = self._slot(i, training.slot)
+                source = None if training.source is None else self._slot(i, training.source)
+                distill = transfer.absorb(self.models, slot, source, training.public_x, episode.config)
+                job = TrainJob(slot, training.state, training.x, training.y, episode.generator, distill)
+                jobs.append(job)
+                if training.corruption is not None:
+                    before = self.models.flat(slot) if training.corruption == "sign_flip" else None
+                    corrupted.append((job, training.corruption, before, episode))
             cfg = episodes[0].config
             self.models.train(jobs, cfg.local_epochs, cfg.batch_size)
+            for job, mode, before, episode in corrupted:
+                transfer.corrupt(self.models, job.slot, mode, before, episode.config.byzantine_scale, job.generator)
         for i, episode, move in zip(indices, episodes, moves, strict=True):
             episode.trained(move, self._weights(i) if move.delivered else None)
         with self._timed("evaluate"):
             accuracies = self._accuracies(indices)
+            peer_accuracies = self._peer_accuracies(indices, accuracies)
         with self._timed("observe"):
             probes = self._probes(indices)
-            return [e.conclude(m, a, p) for e, m, a, p in zip(episodes, moves, accuracies, probes, strict=True)]
+            return [
+                e.conclude(m, a, p, pa)
+                for e, m, a, p, pa in zip(episodes, moves, accuracies, probes, peer_accuracies, strict=True)
+            ]
 
     # ------------------------------------------------------------------ reads of the models
 
@@ -141,10 +160,16 @@ class RoundRunner:
         _, hits = self.models.per_sample_loss([self._scored(index)], episode.data.x_test, episode.data.y_test)
         return float(hits[0].mean())
 
-    def module(self, index: int) -> nn.Module:
-        """Episode ``index``'s current model as an ``nn.Module`` (see ``ModelWork.module``)."""
-        self._begun(index, "the model")
-        return self.models.module(self._scored(index))
+    def module(self, index: int, peer: int | None = None) -> nn.Module:
+        """Episode ``index``'s current model (the holder's), or with ``peer`` that peer's own
+        model (the travelling one in the relay), as an ``nn.Module`` (see ``ModelWork.module``)."""
+        episode = self._begun(index, "the model")
+        if peer is None:
+            return self.models.module(self._scored(index))
+        n = episode.config.n_peers
+        if isinstance(peer, bool) or not isinstance(peer, int | np.integer) or not 0 <= peer < n:
+            raise ValueError(f"peer={peer!r} is not accepted; accepted: an integer peer index in [0, {n - 1}]")
+        return self.models.module(self._slot(index, int(peer) if episode.per_peer else 0))
 
     # ------------------------------------------------------------------ helpers
 
@@ -165,9 +190,29 @@ class RoundRunner:
         _, hits = self.models.per_sample_loss([self._scored(i) for i in indices], data.x_eval, data.y_eval)
         return [float(h) for h in hits.mean(dim=1)]
 
+    def _peer_accuracies(self, indices: Sequence[int], accuracies: Sequence[float]) -> list[float | None]:
+        """With ``track_peer_accuracy``, the mean test accuracy of every peer's model (in
+        the relay every peer holds the scored model); else None."""
+        out: list[float | None] = []
+        for i, accuracy in zip(indices, accuracies, strict=True):
+            episode = self.episodes[i]
+            if not episode.config.track_peer_accuracy:
+                out.append(None)
+            elif episode.model_slots == 1:
+                out.append(accuracy)
+            else:
+                slots = [self._slot(i, local) for local in range(episode.model_slots)]
+                _, hits = self.models.per_sample_loss(slots, episode.data.x_eval, episode.data.y_eval)
+                out.append(float(hits.mean()))
+        return out
+
     def _weights(self, index: int) -> np.ndarray | None:
-        """The flat weights of episode ``index``'s model, if its observation reads them."""
-        return self.models.flat(self._scored(index)).cpu().numpy() if self.episodes[index].needs_weights else None
+        """Every slot's flat weights of episode ``index``, ``(model_slots, n_params)``, if its
+        observation reads them (``hl_pca``)."""
+        episode = self.episodes[index]
+        if not episode.needs_weights:
+            return None
+        return torch.stack([self.models.flat(self._slot(index, s)) for s in range(episode.model_slots)]).cpu().numpy()
 
     def _probes(self, indices: Sequence[int]) -> list[ProbeStats | None]:
         probing = [i for i in indices if self.episodes[i].needs_probes]

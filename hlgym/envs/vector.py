@@ -27,7 +27,7 @@ from gymnasium.vector.utils import batch_space
 from torch import nn
 
 from hlgym.envs.config import PeerSelectionConfig, make_config
-from hlgym.envs.episode import RENDER_MODES, Episode, StepResult, check_render_mode, spaces_for
+from hlgym.envs.episode import RENDER_MODES, Episode, StepResult, check_render_mode, slots_for, spaces_for
 from hlgym.envs.rounds import RoundRunner, model_spec
 from hlgym.models.batched import StackedModels
 
@@ -67,7 +67,7 @@ class BatchedPeerSelection:
         self.config = cfg = make_config(config, **overrides)
         self.render_mode = render_mode
         data = Episode.load_data(cfg)  # every copy reads the same device tensors
-        models = StackedModels.from_spec(model_spec(cfg, data), int(n_envs))
+        models = StackedModels.from_spec(model_spec(cfg, data), int(n_envs) * slots_for(cfg))
         self.runner = RoundRunner([Episode(cfg, models.n_params, data) for _ in range(int(n_envs))], models)
         self.observation_space, self.action_space = spaces_for(cfg)
         self._rngs: list[np.random.Generator | None] = [None] * int(n_envs)
@@ -148,6 +148,10 @@ class EnvCopy:
     def model(self) -> nn.Module:
         """A module holding this copy's current weights (a copy: the engine trains the stacked ones)."""
         return self._engine.runner.module(self.index)
+
+    def peer_model(self, peer: int) -> nn.Module:
+        """A module holding peer ``peer``'s own model (see :meth:`hlgym.envs.PeerSelectionEnv.peer_model`)."""
+        return self._engine.runner.module(self.index, peer)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # also keeps copy/pickle protocol look-ups off the episode

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hlgym.models.training import OPTIMIZERS, keras_init_
+from hlgym.models.training import OPTIMIZERS, feature_distance, keras_init_, soft_target_loss
 from hlgym.models.work import ModelSpec, TrainJob
 
 # Adam's defaults, as torch.optim.Adam in make_optimizer.
@@ -81,6 +81,8 @@ class StackedModels:
             n_own = len(list(module.parameters(recurse=False)))
             self._plan.append((module, list(range(offset, offset + n_own))))
             offset += n_own
+        linear = [i for i, (module, _) in enumerate(self._plan) if isinstance(module, nn.Linear)]
+        self._head = linear[-1] if linear else -1  # the layer whose input is the penultimate features
         shapes = [p.shape for p in template.parameters()]
         first = next(template.parameters())
         device, dtype = first.device, first.dtype
@@ -153,6 +155,31 @@ class StackedModels:
         """``slot``'s parameters as one 1-D tensor, in ``flat_weights``' order (a copy)."""
         return torch.cat([p[slot].reshape(-1) for p in self.params])
 
+    def set_flat(self, slot: int, flat: torch.Tensor) -> None:
+        """Write :meth:`flat`'s layout back into ``slot`` (its optimizer states are kept)."""
+        if flat.shape != (self.n_params,):
+            raise ValueError(f"flat weights of shape {tuple(flat.shape)} do not fit {self.n_params} parameters")
+        with torch.no_grad():
+            offset = 0
+            for p in self.params:
+                size = p[slot].numel()
+                p[slot].copy_(flat[offset : offset + size].view(p.shape[1:]))
+                offset += size
+
+    def logits(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each slot's logits on its own inputs; slots with as many inputs run in one pass."""
+        out: dict[int, torch.Tensor] = {}
+        groups: dict[int, list[int]] = {}
+        for j, x in enumerate(xs):
+            groups.setdefault(int(x.shape[0]), []).append(j)
+        with torch.no_grad():  # not inference_mode: the logits become training targets
+            for members in groups.values():
+                sl = torch.tensor([slots[j] for j in members], device=xs[members[0]].device)
+                logits = self.forward([p[sl] for p in self.params], torch.stack([xs[j] for j in members]), False)
+                for row, j in enumerate(members):
+                    out[j] = logits[row]
+        return [out[j] for j in range(len(xs))]
+
     # ------------------------------------------------------------------ compute
 
     def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool) -> torch.Tensor:
@@ -166,9 +193,20 @@ class StackedModels:
         Returns:
             ``(copies, B, n_classes)``.
         """
+        return self.forward_features(params, x, shared)[0]
+
+    def forward_features(
+        self, params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`forward`, with the penultimate features (the last ``Linear``'s input):
+        ``(copies, B, n_classes)`` and ``(copies, B, features)`` (``(B, features)`` while the
+        copies still share it)."""
         a = params[0].shape[0]
         h, layout = x, _SHARED if shared else _STACKED
-        for module, idx in self._plan:
+        features = h
+        for step, (module, idx) in enumerate(self._plan):
+            if step == self._head:
+                features = h
             if isinstance(module, nn.Conv2d):
                 w = params[idx[0]]
                 bias = params[idx[1]].reshape(-1) if len(idx) > 1 else None
@@ -213,7 +251,7 @@ class StackedModels:
                 h = F.relu(h)
         if layout != _STACKED:
             raise TypeError("the model must end in a Linear layer to be batched")
-        return h
+        return h, features
 
     def _group(self, h: torch.Tensor) -> torch.Tensor:
         """``(copies, B, C, H, W)`` -> ``(B, copies * C, H, W)``."""
@@ -228,57 +266,95 @@ class StackedModels:
         batch shapes); each slot shuffles with its own job's generator, so it sees the same
         batches as a lone model with that generator.
         """
-        groups: dict[int, list[TrainJob]] = {}
+        # Teachers are frozen as the call found them, whichever copy trains first.
+        teacher_slots = sorted({t for t in map(_teacher, jobs) if t is not None})
+        frozen: dict[int, list[torch.Tensor]] = {}
+        if teacher_slots:
+            stacked = [p[torch.tensor(teacher_slots, device=p.device)] for p in self.params]
+            frozen = {t: [p[row] for p in stacked] for row, t in enumerate(teacher_slots)}
+        # Soft targets first: each copy fits its public logits, then trains on its data.
+        soft: dict[tuple[int, float, float], list[TrainJob]] = {}
         for job in jobs:
-            groups.setdefault(int(job.y.shape[0]), []).append(job)
+            d = job.distill
+            if d is not None and d.public_x is not None:
+                soft.setdefault((d.public_x.shape[0], d.weight, d.temperature), []).append(job)
+        for group in soft.values():
+            self._train_group(group, epochs, batch_size, public=True)
+        groups: dict[tuple[object, ...], list[TrainJob]] = {}
+        for job in jobs:
+            d = job.distill
+            key: tuple[object, ...] = (int(job.y.shape[0]),)
+            if d is not None and _teacher(job) is not None:
+                key = (*key, d.weight, d.temperature, d.on)
+            groups.setdefault(key, []).append(job)
         for group in groups.values():
-            self._train_group(
-                [j.slot for j in group],
-                [j.state for j in group],
-                torch.stack([j.x for j in group]),
-                torch.stack([j.y for j in group]),
-                epochs,
-                batch_size,
-                [j.generator for j in group],
-            )
+            teachers = None
+            names = [t for t in map(_teacher, group) if t is not None]
+            if names:  # a group's jobs all have teachers or none has (the key says)
+                teachers = [torch.stack(parts) for parts in zip(*(frozen[t] for t in names), strict=True)]
+            self._train_group(group, epochs, batch_size, teachers=teachers)
 
     def _train_group(
         self,
-        slots: Sequence[int],
-        states: Sequence[int],
-        x: torch.Tensor,
-        y: torch.Tensor,
+        jobs: Sequence[TrainJob],
         epochs: int,
         batch_size: int,
-        generators: Sequence[torch.Generator],
+        public: bool = False,
+        teachers: list[torch.Tensor] | None = None,
     ) -> None:
-        """Train the copies in ``slots``, each on its own data of one size.
+        """Train the copies of ``jobs`` (distinct slots, data of one size) in one batched pass.
 
         Args:
-            slots: The copies to train.
-            states: The optimizer state each of them uses.
-            x: ``(len(slots), n, C, H, W)``: each copy's training inputs.
-            y: ``(len(slots), n)``: their labels.
+            jobs: The copies' jobs.
             epochs: Passes over the data.
             batch_size: Samples per gradient step; the last batch may be smaller.
-            generators: One per copy: the source of its batch order.
+            public: Fit the jobs' soft targets (their ``distill.public_x`` and
+                ``public_logits``) instead of their labelled data.
+            teachers: The frozen teachers' stacked parameters, one row per job (their
+                ``distill`` says how the loss uses them).
         """
+        slots, states = [j.slot for j in jobs], [j.state for j in jobs]
+        distill = jobs[0].distill
+        if public:
+            assert distill is not None
+            x = torch.stack([_public(j)[0] for j in jobs])
+            targets = torch.stack([_public(j)[1] for j in jobs])
+        else:
+            x = torch.stack([j.x for j in jobs])
+            targets = torch.stack([j.y for j in jobs])
         device = x.device
-        sl = torch.tensor(list(slots), device=device)
-        st = torch.tensor(list(states), device=device)
+        sl = torch.tensor(slots, device=device)
+        st = torch.tensor(states, device=device)
         params = [p[sl].requires_grad_() for p in self.params]
         m = [s[sl, st] for s in self._m]
         v = [s[sl, st] for s in self._v]
-        steps = self._steps[list(slots), list(states)]
-        a, n = y.shape
+        steps = self._steps[slots, states]
+        a, n = targets.shape[:2]
         rows = torch.arange(a, device=device).unsqueeze(1)
         for _ in range(epochs):
-            order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+            order = torch.stack([torch.randperm(n, generator=j.generator) for j in jobs]).to(device)
             for start in range(0, n, batch_size):
                 idx = order[:, start : start + batch_size]
-                logits = self.forward(params, x[rows, idx], shared=False)
-                per_copy = F.cross_entropy(logits.flatten(0, 1), y[rows, idx].flatten(), reduction="none")
-                loss = per_copy.view(a, -1).mean(dim=1).sum()  # copies are independent: sum of their losses
+                xb, tb = x[rows, idx], targets[rows, idx]
+                # Every term is a per-copy mean over the batch; copies are independent, so the
+                # loss is the sum of theirs.
+                if public:
+                    assert distill is not None
+                    term = soft_target_loss(self.forward(params, xb, shared=False), tb, distill.temperature)
+                    loss = (distill.weight * term.mean(dim=1)).sum()
+                else:
+                    logits, features = self.forward_features(params, xb, shared=False)
+                    ce = F.cross_entropy(logits.flatten(0, 1), tb.flatten(), reduction="none").view(a, -1).mean(dim=1)
+                    if teachers is not None:
+                        assert distill is not None
+                        with torch.no_grad():
+                            t_logits, t_features = self.forward_features(teachers, xb, shared=False)
+                        if distill.on == "features":
+                            term = feature_distance(features, t_features)
+                        else:
+                            term = soft_target_loss(logits, t_logits, distill.temperature)
+                        ce = ce + distill.weight * term.mean(dim=1)
+                    loss = ce.sum()
                 grads = torch.autograd.grad(loss, params)
                 steps += 1
                 with torch.no_grad():
@@ -290,7 +366,7 @@ class StackedModels:
                 s[sl, st] = new
             for s, new in zip(self._v, v, strict=True):
                 s[sl, st] = new
-        self._steps[list(slots), list(states)] = steps
+        self._steps[slots, states] = steps
 
     def _update(
         self,
@@ -370,3 +446,15 @@ class StackedModels:
                 losses.append(F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(a, -1))
                 hits.append((logits.argmax(dim=2) == target).float())
         return torch.cat(losses, dim=1), torch.cat(hits, dim=1)
+
+
+def _public(job: TrainJob) -> tuple[torch.Tensor, torch.Tensor]:
+    """A soft-target job's public inputs and the teacher's logits on them."""
+    d = job.distill
+    assert d is not None and d.public_x is not None and d.public_logits is not None
+    return d.public_x, d.public_logits
+
+
+def _teacher(job: TrainJob) -> int | None:
+    """The slot of a job's frozen teacher, if it has one."""
+    return None if job.distill is None else job.distill.teacher

@@ -8,6 +8,7 @@ for bit on CPU. No global RNG is touched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,9 @@ from torch import nn
 
 from hlgym.models.cnn import HLCNN
 from hlgym.models.mlp import MLP
+
+if TYPE_CHECKING:
+    from hlgym.models.work import Distillation
 
 MODELS = ("cnn", "mlp")
 OPTIMIZERS = ("adam", "sgd")
@@ -110,17 +114,21 @@ def local_train(
     epochs: int,
     batch_size: int,
     generator: torch.Generator,
+    teacher: nn.Module | None = None,
+    distill: Distillation | None = None,
 ) -> float:
     """Train ``model`` on one peer's data, reshuffled every epoch as Keras' ``fit`` does.
 
     Args:
-        model: The travelling model; updated in place.
+        model: The model; updated in place.
         optimizer: The peer's optimizer, bound to ``model``'s parameters.
         x: Inputs, ``(n, channels, height, width)``.
         y: Integer labels, ``(n,)``.
         epochs: Passes over the data.
         batch_size: Samples per gradient step; the last batch may be smaller.
         generator: Source of the batch order.
+        teacher: A frozen model whose knowledge ``distill`` adds to the loss on every batch.
+        distill: The distillation term's weight, temperature and target (logits or features).
 
     Returns:
         The mean training loss of the last epoch.
@@ -135,12 +143,102 @@ def local_train(
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            xb = x[idx]
+            if teacher is None or distill is None:
+                loss = F.cross_entropy(model(xb), y[idx])
+            else:
+                logits, features = logits_and_features(model, xb)
+                with torch.no_grad():
+                    t_logits, t_features = logits_and_features(teacher, xb)
+                if distill.on == "features":
+                    term = feature_distance(features, t_features)
+                else:
+                    term = soft_target_loss(logits, t_logits, distill.temperature)
+                loss = F.cross_entropy(logits, y[idx]) + distill.weight * term.mean()
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             total += loss.detach() * idx.numel()
         last = float(total) / n
     return last
+
+
+def fit_soft_targets(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    target_logits: torch.Tensor,
+    distill: Distillation,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> None:
+    """Fit ``model`` to a teacher's logits on unlabeled inputs: ``weight * T^2 * KL`` alone,
+    ``epochs`` passes, batches drawn as in :func:`local_train`.
+
+    Args:
+        model: The student; updated in place.
+        optimizer: Its optimizer.
+        x: The unlabeled inputs, ``(m, channels, height, width)``.
+        target_logits: The teacher's logits on them, ``(m, n_classes)``.
+        distill: Weight and temperature.
+        epochs: Passes over ``x``.
+        batch_size: Samples per gradient step.
+        generator: Source of the batch order.
+    """
+    model.train()
+    m = x.shape[0]
+    for _ in range(epochs):
+        order = torch.randperm(m, generator=generator).to(x.device)
+        for start in range(0, m, batch_size):
+            idx = order[start : start + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            term = soft_target_loss(model(x[idx]), target_logits[idx], distill.temperature)
+            loss = distill.weight * term.mean()
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+
+
+def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` of every sample.
+
+    The ``T^2`` keeps the gradients' scale independent of ``T`` (Hinton, Vinyals & Dean 2015).
+
+    Args:
+        student: Logits, ``(..., n_classes)``.
+        teacher: Logits of the same shape (no gradient flows into them).
+        temperature: ``T`` > 0.
+
+    Returns:
+        ``(...)``: one value per sample [nats * T^2].
+    """
+    log_p = F.log_softmax(teacher / temperature, dim=-1)
+    log_q = F.log_softmax(student / temperature, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1) * temperature**2
+
+
+def feature_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of penultimate features, one value per sample: ``(...)``."""
+    return (student - teacher).pow(2).mean(dim=-1)
+
+
+def head_layer(model: nn.Module) -> nn.Linear:
+    """The model's last ``Linear`` layer: its input is the penultimate features."""
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not heads:
+        raise TypeError(f"{type(model).__name__} has no Linear layer to read penultimate features before")
+    return heads[-1]
+
+
+def logits_and_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and the penultimate features (the input of :func:`head_layer`), flattened
+    to ``(batch, features)``."""
+    seen: list[torch.Tensor] = []
+    handle = head_layer(model).register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    return logits, seen[-1].flatten(1)
 
 
 @dataclass(frozen=True)
@@ -188,3 +286,20 @@ def count_parameters(model: nn.Module) -> int:
 def flat_weights(model: nn.Module) -> torch.Tensor:
     """All parameters concatenated into one 1-D tensor (a copy)."""
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def load_flat_(model: nn.Module, flat: torch.Tensor) -> None:
+    """Write :func:`flat_weights`' layout back into ``model``'s parameters, in place.
+
+    Raises:
+        ValueError: If ``flat`` does not have one value per parameter.
+    """
+    params = list(model.parameters())
+    total = sum(p.numel() for p in params)
+    if flat.shape != (total,):
+        raise ValueError(f"flat weights of shape {tuple(flat.shape)} do not fit a model of {total} parameters")
+    with torch.no_grad():
+        offset = 0
+        for p in params:
+            p.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()

@@ -16,6 +16,7 @@ a mode where every peer keeps its own network uses one slot per peer.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,8 +28,10 @@ from hlgym.models.training import (
     OPTIMIZERS,
     build_model,
     count_parameters,
+    fit_soft_targets,
     flat_weights,
     keras_init_model_,
+    load_flat_,
     local_train,
     make_optimizer,
     per_sample_loss,
@@ -80,6 +83,39 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation in a training job (Hinton, Vinyals & Dean 2015).
+
+    Either a frozen ``teacher`` slot, run on every local batch (the loss adds
+    ``weight * T^2 * KL(teacher || student)`` at temperature ``T``, or with
+    ``on="features"`` ``weight`` times the mean squared error of the penultimate features),
+    or soft targets: ``public_logits`` on ``public_x``, fitted with ``weight * T^2 * KL``
+    alone before the local training (``epochs`` passes over the public set).
+
+    Attributes:
+        weight: Weight of the distillation term.
+        temperature: Softmax temperature ``T``.
+        on: ``"logits"`` or ``"features"`` (teacher slot only).
+        teacher: The teacher's slot, read before the job trains (frozen).
+        public_x: Inputs of the soft targets, ``(m, channels, height, width)``.
+        public_logits: The teacher's logits on them, ``(m, n_classes)``.
+    """
+
+    weight: float
+    temperature: float
+    on: str = "logits"
+    teacher: int | None = None
+    public_x: torch.Tensor | None = None
+    public_logits: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.teacher is None) == (self.public_x is None) or (self.public_x is None) != (self.public_logits is None):
+            raise ValueError("a Distillation has either a teacher slot or public_x with public_logits")
+        if self.on == "features" and self.teacher is None:
+            raise ValueError("on='features' needs a teacher slot (soft targets are logits)")
+
+
+@dataclass(frozen=True)
 class TrainJob:
     """One slot's local training in a round.
 
@@ -89,6 +125,7 @@ class TrainJob:
         x: Training inputs, ``(n, channels, height, width)``.
         y: Integer labels, ``(n,)``.
         generator: Source of the batch order (the episode's).
+        distill: Knowledge distilled during the job (None: cross-entropy alone).
     """
 
     slot: int
@@ -96,6 +133,7 @@ class TrainJob:
     x: torch.Tensor
     y: torch.Tensor
     generator: torch.Generator
+    distill: Distillation | None = None
 
 
 class ModelWork(Protocol):
@@ -116,7 +154,12 @@ class ModelWork(Protocol):
         ...
 
     def train(self, jobs: Sequence[TrainJob], epochs: int, batch_size: int) -> None:
-        """Run every job's local training (each slot at most once per call)."""
+        """Run every job's local training (each slot at most once per call; a teacher slot
+        is read as it was before the call)."""
+        ...
+
+    def logits(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each slot's logits on its own inputs ``xs[i]``: ``(len(xs[i]), n_classes)`` each."""
         ...
 
     def per_sample_loss(
@@ -133,6 +176,10 @@ class ModelWork(Protocol):
 
     def flat(self, slot: int) -> torch.Tensor:
         """The slot's parameters as one 1-D tensor (a copy), in ``parameters()`` order."""
+        ...
+
+    def set_flat(self, slot: int, flat: torch.Tensor) -> None:
+        """Write :meth:`flat`'s layout back into the slot (its optimizer states are kept)."""
         ...
 
     def module(self, slot: int) -> nn.Module:
@@ -178,10 +225,30 @@ class ModelList:
             self.optimizers[slot] = self._fresh_optimizers(self.modules[slot])
 
     def train(self, jobs: Sequence[TrainJob], epochs: int, batch_size: int) -> None:
-        """``local_train`` for each job in turn."""
+        """``local_train`` for each job in turn (after ``fit_soft_targets`` for soft targets)."""
+        # Teachers are frozen as the call found them, whichever job trains first.
+        teachers = {
+            j.distill.teacher: copy.deepcopy(self.modules[j.distill.teacher]).requires_grad_(False)
+            for j in jobs
+            if j.distill is not None and j.distill.teacher is not None
+        }
         for job in jobs:
-            optimizer = self.optimizers[job.slot][job.state]
-            local_train(self.modules[job.slot], optimizer, job.x, job.y, epochs, batch_size, job.generator)
+            model, optimizer, d = self.modules[job.slot], self.optimizers[job.slot][job.state], job.distill
+            if d is not None and d.public_x is not None:
+                assert d.public_logits is not None
+                fit_soft_targets(model, optimizer, d.public_x, d.public_logits, d, epochs, batch_size, job.generator)
+            teacher = None if d is None or d.teacher is None else teachers[d.teacher]
+            local_train(model, optimizer, job.x, job.y, epochs, batch_size, job.generator, teacher=teacher, distill=d)
+
+    def logits(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each slot's logits on its own inputs."""
+        out = []
+        for slot, x in zip(slots, xs, strict=True):
+            model = self.modules[slot]
+            model.eval()
+            with torch.no_grad():  # not inference_mode: the logits become training targets
+                out.append(model(x))
+        return out
 
     def per_sample_loss(
         self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor
@@ -199,6 +266,10 @@ class ModelList:
     def flat(self, slot: int) -> torch.Tensor:
         """The slot's parameters as one 1-D tensor (a copy)."""
         return flat_weights(self.modules[slot])
+
+    def set_flat(self, slot: int, flat: torch.Tensor) -> None:
+        """Write flat weights into the slot's module."""
+        load_flat_(self.modules[slot], flat)
 
     def module(self, slot: int) -> nn.Module:
         """The slot's own module (the one the env trains)."""
