@@ -5,6 +5,7 @@ several n_envs, and memory across resets.
     python bench/bench_env.py                      # default env + the HL presets whose data is here
     python bench/bench_env.py --steps 200 --json bench/results.json
     python bench/bench_env.py --n-envs 2 4 8 16    # the vector-env table at these sizes
+    python bench/bench_env.py --transfer           # only: step time of every transfer mode
 
 Prints tables and writes JSON. Figures only: nothing here asserts a time.
 """
@@ -31,6 +32,13 @@ import hlgym
 from hlgym.agents.sb3 import BatchedPeerSelectionVecEnv
 from hlgym.envs import PRESETS, DataNotFoundError, Episode, PeerSelectionEnv
 from hlgym.envs.rounds import PHASES  # the keys of the envs' last_timing
+from hlgym.envs.transfer import TRANSFERS
+
+# Each transfer mode as the README's table names it, with its overrides.
+MODES: dict[str, dict[str, Any]] = {
+    **{mode: {"transfer": mode} for mode in TRANSFERS},
+    "distill (features)": {"transfer": "distill", "distill_on": "features"},
+}
 
 
 def forward_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -244,6 +252,39 @@ def _table(rows: list[dict[str, Any]], columns: list[Column]) -> None:
         print(" ".join(f"{cell(r):<{-w}}" if w < 0 else f"{cell(r):>{w}}" for _, w, cell in columns))
 
 
+def bench_transfer(steps: int, hl_steps: int, vec_steps: int, n_envs: int) -> list[dict[str, Any]]:
+    """Step time of every transfer mode, alone and in the batched env, on the default env and
+    (if its data is here) HL-FashionMNIST; prints a table and returns its rows."""
+    rows = []
+    for env_id, n_steps, n_vec in (
+        ("hlgym/PeerSelection-v0", steps, 10 * vec_steps),
+        ("hlgym/HL-FashionMNIST-v0", hl_steps, vec_steps),
+    ):
+        for name, overrides in MODES.items():
+            try:
+                single = bench(env_id, n_steps, goal=1.0, **overrides)
+            except DataNotFoundError:
+                print(f"{env_id}: data not found on this machine, skipped")
+                break
+            vec = bench_vec(env_id, n_envs, n_vec, goal=1.0, **overrides)
+            rows.append({"env_id": env_id, "mode": name, "single": single, "vec": vec})
+            print(f"{env_id} {name}: {single['step_ms_median']:.2f} ms", flush=True)
+    _table(
+        rows,
+        [
+            ("env", -26, lambda r: r["env_id"]),
+            ("mode", -18, lambda r: r["mode"]),
+            ("step ms", 8, lambda r: f"{r['single']['step_ms_median']:.2f}"),
+            ("train ms", 8, lambda r: f"{r['single']['train_ms_median']:.2f}"),
+            ("evaluate", 8, lambda r: f"{r['single']['evaluate_ms_median']:.2f}"),
+            (f"Dummy x{n_envs}", 9, lambda r: f"{1e3 / r['vec']['dummy_env_steps_per_s']:.2f}"),
+            (f"batched x{n_envs}", 11, lambda r: f"{1e3 / r['vec']['batched_env_steps_per_s']:.2f}"),
+        ],
+    )
+    print(f"(medians of a lone env's step [ms]; x{n_envs}: mean ms per env-step of DummyVecEnv and the batched env)")
+    return rows
+
+
 def main() -> None:
     """Run the benchmark from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -253,9 +294,19 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, nargs="+", default=[2, 4, 8], help="vector-env sizes compared")
     parser.add_argument("--vec-steps", type=int, default=4, help="vector steps per timed block on the HL presets")
     parser.add_argument("--json", default="bench/results.json", help="where to write the figures")
+    parser.add_argument("--transfer", action="store_true", help="only time every transfer mode (alone and batched)")
     args = parser.parse_args()
     if any(n < 1 for n in args.n_envs):
         parser.error(f"--n-envs {args.n_envs}: accepted: integers >= 1")
+    if args.transfer:
+        n = max(args.n_envs)
+        rows = bench_transfer(args.steps, args.hl_steps, args.vec_steps, n)
+        meta = {"hlgym": hlgym.__version__, "torch": torch.__version__, "threads": torch.get_num_threads()}
+        path = Path(args.json).with_name("transfer.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"meta": meta, "machine": platform.processor(), "rows": rows}, indent=2) + "\n")
+        print(f"wrote {path}")
+        return
 
     matmul = matmul_gflops()
     rows = [bench("hlgym/PeerSelection-v0", args.steps, goal=1.0)]

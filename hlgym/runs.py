@@ -189,6 +189,10 @@ def format_table(results: dict[str, Evaluation], reference: str = "random") -> s
         f"{'policy':<14} {'rounds':>14} {'comm cost':>16} {'MB sent':>10} {'final acc':>15} {'reached':>8}"
         f" {'rounds vs ' + reference:>17} {'comm vs ' + reference:>15}"
     )
+    # Runs with byzantine peers add how often each policy trained the model at one.
+    byzantine = any(r.byzantine for ev in results.values() for r in ev.records)
+    if byzantine:
+        header += f" {'byz visits':>15}"
     lines = [header, "-" * len(header)]
     ref = results.get(reference)
     for name, ev in results.items():
@@ -197,13 +201,16 @@ def format_table(results: dict[str, Evaluation], reference: str = "random") -> s
         if ref is not None and name != reference:
             change_r = f"{-reduction(s['rounds'].mean, ref.summary['rounds'].mean):+.1f}%"
             change_c = f"{-reduction(s['comm_cost'].mean, ref.summary['comm_cost'].mean):+.1f}%"
-        lines.append(
+        line = (
             f"{name:<14} {_mean_ci(s['rounds'], 7, 5, 2)} "
             f"{_mean_ci(s['comm_cost'], 8, 6, 3)} "
             f"{s['bytes_sent'].mean / 1e6:>10.2f} "
             f"{_mean_ci(s['final_accuracy'], 7, 6, 4)} "
             f"{100 * s['reached_goal'].mean:>7.0f}% {change_r:>17} {change_c:>15}"
         )
+        if byzantine:
+            line += f" {_mean_ci(s['byzantine_visits'], 7, 5, 2)}"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -63,6 +63,20 @@ def test_cumulative_cost_in_both_units(records: dict[str, list[EpisodeRecord]]) 
     assert plots.cumulative_cost(rec, "bytes")[-1] == pytest.approx(rec.bytes_sent)
 
 
+def test_bytes_of_failed_hops_and_byzantine_rings() -> None:
+    # Failed hops send bytes without moving the model: the byte curve counts them, and the
+    # route map rings the byzantine peers.
+    env = gym.make("hlgym/PeerSelection-v0", max_rounds=10, link_failure_prob=0.5, byzantine_peers=2)
+    (rec,) = evaluate(RandomAgent(seed=1), env, 1, seed=7).records
+    assert len(rec.round_bytes) == rec.rounds and sum(rec.round_bytes) == rec.bytes_sent
+    stays = [a == b for a, b in zip(rec.route[:-1], rec.route[1:], strict=True)]
+    assert any(sent > 0 and stay for sent, stay in zip(rec.round_bytes, stays, strict=True))  # a failed hop
+    assert plots.cumulative_cost(rec, "bytes")[-1] == rec.bytes_sent
+    assert len(rec.byzantine) == 2 and rec.byzantine == [int(p) for p in np.flatnonzero(env.unwrapped.byzantine)]  # type: ignore[attr-defined]
+    ax = plots.route(rec)
+    assert "byzantine" in legend_labels(ax)
+
+
 def test_other_figures(records: dict[str, list[EpisodeRecord]], tmp_path: Path) -> None:
     ax = plots.accuracy_vs_cost(records)
     assert {"random", "greedy"} <= legend_labels(ax) and ax.get_ylabel() == "test accuracy"

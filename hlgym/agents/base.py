@@ -48,6 +48,9 @@ class EpisodeRecord:
         positions: 2-D layout of the peers (the topology's positions, else MDS of its
             distances), for drawing the route.
         main_classes: Each peer's most frequent class.
+        round_bytes: Bytes sent in each round (a failed or offline hop's too).
+        byzantine: The episode's byzantine peers (``byzantine_peers``; empty if none).
+        byzantine_visits: Rounds in which the model trained at a byzantine peer.
     """
 
     seed: int
@@ -62,6 +65,9 @@ class EpisodeRecord:
     forced_rounds: int = 0
     positions: list[list[float]] = field(default_factory=list)
     main_classes: list[int] = field(default_factory=list)
+    round_bytes: list[int] = field(default_factory=list)
+    byzantine: list[int] = field(default_factory=list)
+    byzantine_visits: int = 0
 
     @property
     def final_accuracy(self) -> float:
@@ -140,6 +146,7 @@ class EpisodeRecorder:
         base = env.unwrapped
         positions = getattr(base, "positions", None)
         main_classes = getattr(base, "main_classes", None)
+        byzantine = getattr(base, "byzantine", None)
         self.record = EpisodeRecord(
             seed=seed,
             route=[int(info["holder"])],
@@ -148,7 +155,9 @@ class EpisodeRecorder:
             forced_rounds=int(info["round"]),
             positions=[] if positions is None else np.asarray(positions).tolist(),
             main_classes=[] if main_classes is None else [int(c) for c in main_classes],
+            byzantine=[] if byzantine is None else [int(p) for p in np.flatnonzero(byzantine)],
         )
+        self._bytes = int(info["bytes_sent"])
 
     def step(self, reward: float, terminated: bool, info: dict[str, Any]) -> None:
         """Record one step's result."""
@@ -158,6 +167,10 @@ class EpisodeRecorder:
         rec.hop_costs.append(float(info["hop_cost"]))
         rec.rewards.append(float(reward))
         rec.reached_goal = bool(terminated)
+        rec.round_bytes.append(int(info["bytes_sent"]) - self._bytes)
+        self._bytes = int(info["bytes_sent"])
+        if info["delivered"] and rec.route[-1] in rec.byzantine:
+            rec.byzantine_visits += 1
 
     def finish(self, info: dict[str, Any]) -> EpisodeRecord:
         """The record, with the totals of the last step's ``info``."""
@@ -187,7 +200,15 @@ class Stat:
         return cls(float(a.mean()), half, int(a.size))
 
 
-SUMMARY_FIELDS = ("rounds", "comm_cost", "bytes_sent", "final_accuracy", "reached_goal", "return")
+SUMMARY_FIELDS = (
+    "rounds",
+    "comm_cost",
+    "bytes_sent",
+    "final_accuracy",
+    "reached_goal",
+    "return",
+    "byzantine_visits",
+)
 
 
 def summarize(records: list[EpisodeRecord]) -> dict[str, Stat]:
@@ -205,6 +226,7 @@ def summarize(records: list[EpisodeRecord]) -> dict[str, Stat]:
         "final_accuracy": Stat.of([r.final_accuracy for r in records]),
         "reached_goal": Stat.of([float(r.reached_goal) for r in records]),
         "return": Stat.of([r.episode_return for r in records]),
+        "byzantine_visits": Stat.of([r.byzantine_visits for r in records]),
     }
 
 

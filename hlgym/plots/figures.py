@@ -53,13 +53,16 @@ def cumulative_cost(rec: EpisodeRecord, unit: str = "distance") -> np.ndarray:
 
     Args:
         rec: The episode.
-        unit: ``"distance"`` (the topology's units) or ``"bytes"`` (model bytes sent).
+        unit: ``"distance"`` (the topology's units) or ``"bytes"`` (what the hops sent:
+            weights, or logits in the ``logits`` transfer mode).
     """
     if unit not in UNITS:
         raise ValueError(f"unit={unit!r} is not accepted; accepted: {', '.join(UNITS)}")
     if unit == "distance":
         steps = np.asarray(rec.hop_costs, dtype=np.float64)
-    else:
+    elif len(rec.round_bytes) == len(rec.hop_costs):
+        steps = np.asarray(rec.round_bytes, dtype=np.float64)
+    else:  # records of hlgym < 0.2 hold no per-round bytes: the moves of the route
         size = _bytes_per_hop(rec)
         steps = np.array([size if a != b else 0.0 for a, b in zip(rec.route[:-1], rec.route[1:], strict=True)])
     return np.concatenate([[0.0], np.cumsum(steps)])
@@ -81,9 +84,7 @@ def _mean_band(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _cost_label(unit: str) -> str:
-    return (
-        "cumulative communication cost [distance units]" if unit == "distance" else "cumulative model bytes sent [MB]"
-    )
+    return "cumulative communication cost [distance units]" if unit == "distance" else "cumulative bytes sent [MB]"
 
 
 def comm_cost_curves(records_by_policy: Records, ax: Axes | None = None, unit: str = "distance") -> Axes:
@@ -222,7 +223,8 @@ def training_curves(
 
 def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", title: str | None = None) -> Axes:
     """One episode's route on the topology: peers at their layout positions, coloured by
-    main class, hops as numbered arrows whose width grows with the hop's cost."""
+    main class, hops as numbered arrows whose width grows with the hop's cost; byzantine
+    peers (if the episode had any) are ringed in red."""
     if not rec.positions:
         raise ValueError(
             "the record has no peer positions (records from hlgym < 0.1 or a custom env); cannot draw the route"
@@ -268,6 +270,18 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
             edgecolor="black",
             zorder=3,
             label=f"class {c}",
+        )
+    if rec.byzantine:
+        bad = pos[rec.byzantine]
+        ax.scatter(
+            bad[:, 0],
+            bad[:, 1],
+            s=560,
+            facecolors="none",
+            edgecolors="#D55E00",
+            linewidths=2.5,
+            zorder=2,
+            label="byzantine",
         )
     for i, (x, y) in enumerate(pos):
         ax.text(x, y, str(i), ha="center", va="center", fontsize=8, color="white", fontweight="bold", zorder=4)
