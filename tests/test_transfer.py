@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hlgym.agents import RoundRobinAgent, evaluate
 from hlgym.envs import PeerSelectionEnv
 from hlgym.envs.episode import BYTES_PER_PARAM, Move
 from hlgym.models.training import flat_weights, soft_target_loss
+from hlgym.runs import format_table
 
 
 def _play(env: PeerSelectionEnv, seed: int, actions: list[int]) -> list[tuple[float, float, int]]:
@@ -193,3 +195,16 @@ def test_hl_pca_reads_every_peers_own_model() -> None:
     obs, *_ = env.step(8)
     coords = obs.reshape(10, 4)
     assert np.abs(coords[8]).max() > 0 and np.ptp(np.delete(coords, 8, axis=0), axis=0).max() < 1e-6
+
+
+def test_evaluation_counts_visits_to_byzantine_peers() -> None:
+    env = PeerSelectionEnv(byzantine_peers=2, max_rounds=12, offline_prob=0.3)
+    evaluation = evaluate(RoundRobinAgent(), env, 2, seed=8)
+    for rec in evaluation.records:
+        assert len(rec.byzantine) == 2
+    # The last episode's count from the env's own bookkeeping of trained visits.
+    rec = evaluation.records[-1]
+    assert rec.byzantine_visits == int(env.episode.visits[rec.byzantine].sum()) > 0
+    table = format_table({"round_robin": evaluation}, reference="round_robin")
+    assert "byz visits" in table.splitlines()[0]
+    assert "byz visits" not in format_table({"rr": evaluate(RoundRobinAgent(), PeerSelectionEnv(max_rounds=3), 1)})

@@ -25,6 +25,9 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
     non-IID data. One model travels from peer to peer; at each round the peer that
     receives it trains it on its local data. A meta-policy picks the next peer so that the
     model reaches a target test accuracy in few rounds and with little communication.
+    ``transfer`` other than ``"relay"`` gives every peer its own model and changes what a
+    hop sends (weights to blend or distil, or logits on a public set); ``link_failure_prob``
+    and ``byzantine_peers`` add faults (see :mod:`hlgym.envs.transfer`).
 
     ## Action Space
 
