@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from gymnasium.utils.env_checker import check_env
 
 from hlgym.agents import RoundRobinAgent, evaluate
 from hlgym.envs import PeerSelectionEnv
@@ -208,3 +209,11 @@ def test_evaluation_counts_visits_to_byzantine_peers() -> None:
     table = format_table({"round_robin": evaluation}, reference="round_robin")
     assert "byz visits" in table.splitlines()[0]
     assert "byz visits" not in format_table({"rr": evaluate(RoundRobinAgent(), PeerSelectionEnv(max_rounds=3), 1)})
+
+
+@pytest.mark.parametrize("mode", ["average", "distill", "logits"])
+def test_gymnasium_check_env_in_every_mode(mode: str) -> None:
+    # Determinism of reset(seed) included: the public set, byzantine peers and failures come from the seed.
+    check_env(
+        PeerSelectionEnv(transfer=mode, link_failure_prob=0.3, byzantine_peers=2, max_rounds=6), skip_render_check=True
+    )
