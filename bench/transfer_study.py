@@ -54,9 +54,7 @@ def run(setting: str, seed: int, out: Path, timesteps: int | None) -> Path:
         if timesteps is not None:
             argv += ["--timesteps", str(timesteps)]
     start = time.perf_counter()
-    code = train.main(argv)
-    if code:
-        raise SystemExit(f"hlgym-train {' '.join(argv)} exited with {code}")
+    train.main(argv)  # raises on failure; writes results.json last
     print(f"{setting} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     return folder
 

@@ -217,3 +217,17 @@ def test_gymnasium_check_env_in_every_mode(mode: str) -> None:
     check_env(
         PeerSelectionEnv(transfer=mode, link_failure_prob=0.3, byzantine_peers=2, max_rounds=6), skip_render_check=True
     )
+
+
+@pytest.mark.parametrize("mode", ["average", "distill", "logits"])
+def test_staying_trains_locally_with_nothing_arriving(mode: str) -> None:
+    # The holder's round without transfer: the same model as the relay's (mix 1 average is
+    # the relay, and staying never blends, distils or fits soft targets).
+    relay = PeerSelectionEnv(max_rounds=10)
+    env = PeerSelectionEnv(transfer=mode, max_rounds=10)
+    relay.reset(seed=9)
+    env.reset(seed=9)
+    for _ in range(2):
+        relay.step(0)
+        env.step(0)
+    assert torch.equal(flat_weights(env.model), flat_weights(relay.model))

@@ -253,6 +253,8 @@ class Episode:
         if not self.per_peer:
             state = peer if cfg.per_peer_optimizer else 0
             return Training(0, state, self.peer_x[peer], y, corruption=corruption)
+        if move.prev == peer:  # staying: the holder trains its own model, nothing arrives
+            return Training(peer, 0, self.peer_x[peer], y, corruption=corruption)
         public = self.public_x if cfg.transfer == "logits" else None
         return Training(peer, 0, self.peer_x[peer], y, move.prev, public, corruption)
 
@@ -353,7 +355,7 @@ class Episode:
 
     def dispatch(self, peer: int) -> Move:
         """Pay the hop to ``peer`` (checked by :meth:`check_step`); the model moves unless the
-        peer is offline."""
+        peer is offline or the link fails (``link_failure_prob``, a draw per hop to another peer)."""
         assert self.distances is not None and self.np_random is not None, "dispatch() runs inside an episode"
         prev = self.holder
         hop = float(self.distances[prev, peer])
