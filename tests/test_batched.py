@@ -16,7 +16,7 @@ from hlgym.agents.sb3 import BatchedPeerSelectionVecEnv
 from hlgym.envs import BatchedPeerSelectionVectorEnv, PeerSelectionConfig, PeerSelectionEnv
 from hlgym.models.batched import StackedModels
 from hlgym.models.training import build_model, flat_weights, local_train, make_optimizer, per_sample_loss
-from hlgym.models.work import TrainJob
+from hlgym.models.work import Distillation, ModelList, ModelSpec, TrainJob
 
 # Small settings so episodes end (and copies auto-reset) within the steps a test takes.
 CASES: dict[str, dict[str, Any]] = {
@@ -151,6 +151,38 @@ def test_stacked_models_match_one_model_at_a_time(optimizer: str) -> None:
         ref_loss, ref_hits = per_sample_loss(models[i], x_test, y_test)
         torch.testing.assert_close(loss[row], ref_loss, atol=1e-10, rtol=0)
         assert torch.equal(hits[row], ref_hits)
+
+
+@pytest.mark.parametrize("kind", ["teacher-logits", "teacher-features", "soft-targets"])
+def test_stacked_models_distil_as_the_model_list(kind: str) -> None:
+    # Both model works in float64: slots 0 and 1 learn from slots 2 and 3 (frozen as the call
+    # found them), or fit soft targets first; then every slot's weights agree to rounding.
+    spec = ModelSpec("cnn", (1, 20, 20), 4, 8, "adam", 1e-2, 1e-7, n_optimizers=1)
+    listed = ModelList(spec, 4)
+    for i, module in enumerate(listed.modules):
+        module.double()
+        keras_generator = torch.Generator().manual_seed(i)
+        listed.set_flat(i, torch.rand(listed.n_params, generator=keras_generator, dtype=torch.float64) - 0.5)
+    stacked = StackedModels(listed.modules[0], 4, 1, "adam", 1e-2, 1e-7, channels_last=False)
+    for i, module in enumerate(listed.modules):
+        stacked.load(i, module)
+    gen = torch.Generator().manual_seed(7)
+    x = torch.rand(2, 40, 1, 20, 20, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 4, (2, 40), generator=gen)
+    public = torch.rand(2, 25, 1, 20, 20, generator=gen, dtype=torch.float64)
+    for works in (listed, stacked):
+        jobs = []
+        for i in range(2):
+            if kind == "soft-targets":
+                (logits,) = works.logits([i + 2], [public[i]])
+                d = Distillation(0.7, 2.5, public_x=public[i], public_logits=logits)
+            else:
+                d = Distillation(0.7, 2.5, kind.split("-")[1], teacher=i + 2)
+            jobs.append(TrainJob(i, 0, x[i], y[i], torch.Generator().manual_seed(i), d))
+        works.train(jobs, 2, 16)
+    for i in range(4):
+        torch.testing.assert_close(stacked.flat(i), listed.flat(i), atol=1e-10, rtol=0)
+    assert not torch.equal(stacked.flat(0), flat_weights(listed.modules[2]))  # it trained
 
 
 def test_make_vec_builds_the_batched_env_and_matches_sync() -> None:
