@@ -72,7 +72,13 @@ def summarize(folders: list[Path]) -> dict[str, dict[str, Stat]]:
     return out
 
 
-def table(summaries: dict[str, dict[str, dict[str, Stat]]], seeds: int) -> str:
+def _cell(stat: Stat, digits: int, scale: float = 1.0) -> str:
+    """``mean ± ci95``, the interval ``n/a`` when one value gives none."""
+    ci = f"{scale * stat.ci95:.{digits}f}" if stat.n >= 2 else "n/a"
+    return f"{scale * stat.mean:.{digits}f} ± {ci}"
+
+
+def table(summaries: dict[str, dict[str, dict[str, Stat]]]) -> str:
     """A Markdown table of every setting and policy."""
     lines = [
         "| setting | policy | rounds | comm cost | MB sent | reached | final acc | byzantine visits |",
@@ -80,13 +86,12 @@ def table(summaries: dict[str, dict[str, dict[str, Stat]]], seeds: int) -> str:
     ]
     for setting, policies in summaries.items():
         for policy, s in policies.items():
-            name = f"ppo ({seeds} seeds)" if policy == "ppo" else policy
-            byz = f"{s['byzantine_visits'].mean:.2f} ± {s['byzantine_visits'].ci95:.2f}" if "byz" in setting else "-"
+            name = f"ppo ({s['rounds'].n} seeds)" if policy == "ppo" else policy
+            byz = _cell(s["byzantine_visits"], 2) if "byz" in setting else "-"
             lines.append(
-                f"| {setting} | {name} | {s['rounds'].mean:.2f} ± {s['rounds'].ci95:.2f} "
-                f"| {s['comm_cost'].mean:.3f} ± {s['comm_cost'].ci95:.3f} | {s['bytes_sent'].mean / 1e6:.3f} "
-                f"| {100 * s['reached_goal'].mean:.0f}% "
-                f"| {s['final_accuracy'].mean:.3f} ± {s['final_accuracy'].ci95:.3f} | {byz} |"
+                f"| {setting} | {name} | {_cell(s['rounds'], 2)} | {_cell(s['comm_cost'], 3)} "
+                f"| {_cell(s['bytes_sent'], 3, 1e-6)} | {_cell(s['reached_goal'], 0, 100)} "
+                f"| {_cell(s['final_accuracy'], 3)} | {byz} |"
             )
     return "\n".join(lines)
 
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             folders = [run(setting, s, args.out, args.timesteps) for s in args.seeds]
         summaries[setting] = summarize(folders)
-    text = table(summaries, len(args.seeds))
+    text = table(summaries)
     print(text)
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
