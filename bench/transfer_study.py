@@ -5,8 +5,9 @@ its YAML hyperparameters) into ``OUT/<setting>/seed<k>``, which also evaluates r
 round-robin and greedy on the same held-out seeds. A finished run (``results.json``) is
 skipped and a killed one resumed, so the study can be stopped and started again. It then
 prints one table: for PPO the mean over training seeds of each seed's mean over held-out
-episodes, with the 95% t-interval over seeds; for the baselines (which do not depend on the
-training seed) the mean over held-out episodes with its 95% interval.
+episodes, with the 95% t-interval over seeds; for random (seeded with the training seed)
+the mean over every run's held-out episodes; for round-robin and greedy (deterministic) the
+mean over one run's held-out episodes; intervals are 95% t-intervals.
 
     python bench/transfer_study.py                      # every setting, 3 seeds
     python bench/transfer_study.py --settings relay average --seeds 0 1 2 3 4
@@ -60,12 +61,17 @@ def run(setting: str, seed: int, out: Path, timesteps: int | None) -> Path:
 
 
 def summarize(folders: list[Path]) -> dict[str, dict[str, Stat]]:
-    """Per policy and field: PPO over training seeds, baselines over held-out episodes."""
+    """Per policy and field: PPO over training seeds (each seed's mean over the held-out
+    episodes); random over the episodes of every run (hlgym-train seeds it with the training
+    seed); round-robin and greedy, deterministic, over one run's episodes."""
     results = [RunFolder(f).read_results()["policies"] for f in folders]
     out: dict[str, dict[str, Stat]] = {}
     for policy in POLICIES:
         if policy == "ppo":
             out[policy] = {k: Stat.of([r[policy]["summary"][k]["mean"] for r in results]) for k in FIELDS}
+        elif policy == "random":
+            episodes = [e for r in results for e in r[policy]["episodes"]]
+            out[policy] = {k: Stat.of([float(e[k]) for e in episodes]) for k in FIELDS}
         else:
             s = results[0][policy]["summary"]
             out[policy] = {k: Stat(s[k]["mean"], s[k]["ci95"], s[k]["n"]) for k in FIELDS}
