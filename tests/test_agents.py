@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from hlgym.agents import Agent, GreedyNearestAgent, RandomAgent, RoundRobinAgent, Stat, evaluate
+from hlgym.agents.base import SUMMARY_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +108,7 @@ def test_train_meta_cli(tmp_path: Path, algo: str) -> None:
     assert set(results["policies"]) == {name, "random", "round_robin", "greedy"}
     assert results["env_config"]["max_rounds"] == 5 and results["eval_episodes"] == 2
     for pol in results["policies"].values():
-        assert set(pol["summary"]) == {"rounds", "comm_cost", "bytes_sent", "final_accuracy", "reached_goal", "return"}
+        assert set(pol["summary"]) == set(SUMMARY_FIELDS)
         assert len(pol["episodes"]) == 2 and all(ep["rounds"] <= 5 for ep in pol["episodes"])
     assert "rounds vs random" in proc.stdout and name in proc.stdout
     config = json.loads((tmp_path / "run" / "config.json").read_text())

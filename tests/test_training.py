@@ -21,12 +21,13 @@ from stable_baselines3 import PPO
 
 from hlgym.agents import HLDQNAgent, evaluate
 from hlgym.agents.attention import PeerAttentionPolicy
+from hlgym.agents.base import SUMMARY_FIELDS
 from hlgym.agents.sb3 import SB3Agent
 from hlgym.runs import read_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_ENV = ["--env-kwargs", "max_rounds=4"]
-SUMMARY_KEYS = {"rounds", "comm_cost", "bytes_sent", "final_accuracy", "reached_goal", "return"}
+SUMMARY_KEYS = set(SUMMARY_FIELDS)
 
 
 def train_meta(tmp_path: Path, *args: str, wait: bool = True) -> subprocess.Popen[str]:
