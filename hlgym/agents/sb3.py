@@ -180,7 +180,7 @@ def make_vec_env(env_id: str, config: PeerSelectionConfig, n_envs: int, seed: in
 
     More than one copy: a :class:`BatchedPeerSelectionVecEnv`, whose copies'
     models train and evaluate in batched calls (same trajectories as a ``DummyVecEnv``, up to
-    float rounding; README "Speed"). One copy: ``gym.make(env_id, config=config)`` in a
+    float rounding; docs/speed.md). One copy: ``gym.make(env_id, config=config)`` in a
     ``DummyVecEnv``.
     """
     base: VecEnv

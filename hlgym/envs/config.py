@@ -88,7 +88,7 @@ class PeerSelectionConfig:
     eval_samples: int | None = None
     """Test images the reward's accuracy is measured on: a fixed, class-stratified subset
     (the same for every episode), or None for the whole test set. A subset of n images
-    adds sampling noise of about sqrt(acc * (1 - acc) / n) to the accuracy (README)."""
+    adds sampling noise of about sqrt(acc * (1 - acc) / n) to the accuracy (docs/speed.md)."""
     max_rounds: int = 36
     """Rounds per episode before truncation (the reference stops after round 36)."""
     start_peer: int = 0
@@ -105,7 +105,7 @@ class PeerSelectionConfig:
     probe_size: int = 32
     """``peer_features``: samples of each peer's data the probe loss is measured on."""
 
-    # --- knowledge transfer (README "Transfer modes") -------------------------------------
+    # --- knowledge transfer (README "Transfer modes and faults") ---------------------------
     transfer: str = "relay"
     """What travels and how the receiver absorbs it: ``"relay"`` (one model travels and the
     receiver trains it, HL's method), ``"average"``, ``"distill"`` or ``"logits"`` (every

@@ -67,7 +67,7 @@ class ModelSpec:
     @property
     def channels_last(self) -> bool:
         """Whether inputs and weights use the channels-last layout (convolutions run about
-        4x faster in it on CPU; README "Speed")."""
+        4x faster in it on CPU; docs/speed.md)."""
         return self.model == "cnn"
 
     @property
