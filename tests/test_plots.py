@@ -85,6 +85,7 @@ def test_other_figures(records: dict[str, list[EpisodeRecord]], tmp_path: Path) 
     assert labels == ["random", "greedy"] and fig.axes[0].get_ylabel() == "rounds"
     ax = plots.route(records["greedy"][0])
     assert any(t.get_text() == "1" for t in ax.texts)  # hop numbers
+    assert any(t.get_text().startswith("arrow label: the round of the hop") for t in ax.texts)  # explained
     assert any(label.startswith("class") for label in legend_labels(ax))
     rows = [{"return": -float(i), "rounds": 30.0 - i, "comm_cost": 1.0, "final_accuracy": 0.8} for i in range(20)]
     fig = plots.training_curves({"run": rows}, window=5)

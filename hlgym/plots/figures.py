@@ -286,6 +286,16 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
     for i, (x, y) in enumerate(pos):
         ax.text(x, y, str(i), ha="center", va="center", fontsize=8, color="white", fontweight="bold", zorder=4)
     ax.set_title(title or f"Route of episode seed {rec.seed}: {rec.rounds} rounds, cost {rec.comm_cost:.3f}")
+    ax.text(
+        0.5,
+        -0.01,
+        "arrow label: the round of the hop (rounds that stay draw none); arrow width: its cost",
+        transform=ax.transAxes,
+        ha="center",
+        va="top",
+        fontsize=7,
+        color="0.3",
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_aspect("equal", adjustable="datalim")
