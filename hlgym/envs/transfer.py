@@ -23,6 +23,7 @@ What travels from the holder to the receiver, and how the receiver absorbs it
     bytes instead of ``n_params * 4``.
 
 In every mode the reward, the probes and ``full_test_accuracy`` read the holder's model.
+Staying (the action is the holder) trains the holder's own model; nothing arrives.
 
 A byzantine receiver (``byzantine_peers``) corrupts what it returns after its local
 training: ``noise`` adds Gaussian noise of standard deviation ``byzantine_scale`` to every
