@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hlgym.models.training import OPTIMIZERS, feature_distance, keras_init_, soft_target_loss
+from hlgym.models.training import OPTIMIZERS, distillation_term, keras_init_, soft_target_loss
 from hlgym.models.work import ModelSpec, TrainJob
 
 # Adam's defaults, as torch.optim.Adam in make_optimizer.
@@ -169,11 +169,8 @@ class StackedModels:
     def logits(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Each slot's logits on its own inputs; slots with as many inputs run in one pass."""
         out: dict[int, torch.Tensor] = {}
-        groups: dict[int, list[int]] = {}
-        for j, x in enumerate(xs):
-            groups.setdefault(int(x.shape[0]), []).append(j)
         with torch.no_grad():  # not inference_mode: the logits become training targets
-            for members in groups.values():
+            for members in _by_size(xs):
                 sl = torch.tensor([slots[j] for j in members], device=xs[members[0]].device)
                 logits = self.forward([p[sl] for p in self.params], torch.stack([xs[j] for j in members]), False)
                 for row, j in enumerate(members):
@@ -266,12 +263,19 @@ class StackedModels:
         batch shapes); each slot shuffles with its own job's generator, so it sees the same
         batches as a lone model with that generator.
         """
-        # Teachers are frozen as the call found them, whichever copy trains first.
-        teacher_slots = sorted({t for t in map(_teacher, jobs) if t is not None})
-        frozen: dict[int, list[torch.Tensor]] = {}
-        if teacher_slots:
-            stacked = [p[torch.tensor(teacher_slots, device=p.device)] for p in self.params]
-            frozen = {t: [p[row] for p in stacked] for row, t in enumerate(teacher_slots)}
+        groups: dict[tuple[object, ...], list[TrainJob]] = {}
+        for job in jobs:
+            d = job.distill
+            key: tuple[object, ...] = (int(job.y.shape[0]),)
+            if d is not None and d.teacher is not None:  # a group's jobs all have teachers or none has
+                key = (*key, d.weight, d.temperature, d.on)
+            groups.setdefault(key, []).append(job)
+        # Teachers are frozen as the call found them, before any copy trains.
+        teachers = {
+            key: self._stack([t for t in map(_teacher, group) if t is not None])
+            for key, group in groups.items()
+            if len(key) > 1
+        }
         # Soft targets first: each copy fits its public logits, then trains on its data.
         soft: dict[tuple[int, float, float], list[TrainJob]] = {}
         for job in jobs:
@@ -280,19 +284,12 @@ class StackedModels:
                 soft.setdefault((d.public_x.shape[0], d.weight, d.temperature), []).append(job)
         for group in soft.values():
             self._train_group(group, epochs, batch_size, public=True)
-        groups: dict[tuple[object, ...], list[TrainJob]] = {}
-        for job in jobs:
-            d = job.distill
-            key: tuple[object, ...] = (int(job.y.shape[0]),)
-            if d is not None and _teacher(job) is not None:
-                key = (*key, d.weight, d.temperature, d.on)
-            groups.setdefault(key, []).append(job)
-        for group in groups.values():
-            teachers = None
-            names = [t for t in map(_teacher, group) if t is not None]
-            if names:  # a group's jobs all have teachers or none has (the key says)
-                teachers = [torch.stack(parts) for parts in zip(*(frozen[t] for t in names), strict=True)]
-            self._train_group(group, epochs, batch_size, teachers=teachers)
+        for key, group in groups.items():
+            self._train_group(group, epochs, batch_size, teachers=teachers.get(key))
+
+    def _stack(self, slots: Sequence[int]) -> list[torch.Tensor]:
+        """The parameters of ``slots`` stacked, one row per slot (a copy)."""
+        return [p[torch.tensor(slots, device=p.device)] for p in self.params]
 
     def _train_group(
         self,
@@ -325,7 +322,7 @@ class StackedModels:
         device = x.device
         sl = torch.tensor(slots, device=device)
         st = torch.tensor(states, device=device)
-        params = [p[sl].requires_grad_() for p in self.params]
+        params = [p.requires_grad_() for p in self._stack(slots)]
         m = [s[sl, st] for s in self._m]
         v = [s[sl, st] for s in self._v]
         steps = self._steps[slots, states]
@@ -348,11 +345,8 @@ class StackedModels:
                     if teachers is not None:
                         assert distill is not None
                         with torch.no_grad():
-                            t_logits, t_features = self.forward_features(teachers, xb, shared=False)
-                        if distill.on == "features":
-                            term = feature_distance(features, t_features)
-                        else:
-                            term = soft_target_loss(logits, t_logits, distill.temperature)
+                            taught = self.forward_features(teachers, xb, shared=False)
+                        term = distillation_term(distill, (logits, features), taught)
                         ce = ce + distill.weight * term.mean(dim=1)
                     loss = ce.sum()
                 grads = torch.autograd.grad(loss, params)
@@ -403,10 +397,7 @@ class StackedModels:
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each slot on its own inputs; slots with as many samples run in one batched pass."""
         out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        groups: dict[int, list[int]] = {}
-        for j, y in enumerate(ys):
-            groups.setdefault(int(y.shape[0]), []).append(j)
-        for members in groups.values():
+        for members in _by_size(ys):
             loss, hits = self._losses(
                 [slots[j] for j in members],
                 torch.stack([xs[j] for j in members]),
@@ -458,3 +449,11 @@ def _public(job: TrainJob) -> tuple[torch.Tensor, torch.Tensor]:
 def _teacher(job: TrainJob) -> int | None:
     """The slot of a job's frozen teacher, if it has one."""
     return None if job.distill is None else job.distill.teacher
+
+
+def _by_size(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
+    """Indices of ``tensors`` grouped by their first dimension (what one batched pass can stack)."""
+    groups: dict[int, list[int]] = {}
+    for j, t in enumerate(tensors):
+        groups.setdefault(int(t.shape[0]), []).append(j)
+    return list(groups.values())

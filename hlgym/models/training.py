@@ -149,11 +149,8 @@ def local_train(
             else:
                 logits, features = logits_and_features(model, xb)
                 with torch.no_grad():
-                    t_logits, t_features = logits_and_features(teacher, xb)
-                if distill.on == "features":
-                    term = feature_distance(features, t_features)
-                else:
-                    term = soft_target_loss(logits, t_logits, distill.temperature)
+                    taught = logits_and_features(teacher, xb)
+                term = distillation_term(distill, (logits, features), taught)
                 loss = F.cross_entropy(logits, y[idx]) + distill.weight * term.mean()
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
@@ -219,6 +216,24 @@ def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: 
 def feature_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of penultimate features, one value per sample: ``(...)``."""
     return (student - teacher).pow(2).mean(dim=-1)
+
+
+def distillation_term(
+    distill: Distillation,
+    student: tuple[torch.Tensor, torch.Tensor],
+    teacher: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """A teacher's distillation term of every sample, before ``distill.weight``:
+    :func:`feature_distance` with ``distill.on == "features"``, else :func:`soft_target_loss`.
+
+    Args:
+        distill: What is distilled and at which temperature.
+        student: The student's ``(logits, penultimate features)``.
+        teacher: The teacher's, of the same shapes.
+    """
+    if distill.on == "features":
+        return feature_distance(student[1], teacher[1])
+    return soft_target_loss(student[0], teacher[0], distill.temperature)
 
 
 def head_layer(model: nn.Module) -> nn.Linear:
