@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 
 def pytest_markdown_docs_globals() -> dict[str, Any]:
     """Fences run as a script does (``python file.py``): ``if __name__ == "__main__":`` blocks run too."""
     return {"__name__": "__main__"}
+
+
+@pytest.fixture
+def default_run(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder holding ``runs/PeerSelection-v0_ppo_0`` as ``python train_meta.py`` writes it,
+    trained for 64 steps on 4-round episodes; the fence runs with it as the working folder."""
+    from hlgym import train
+
+    folder = tmp_path_factory.mktemp("default_run")
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("HLGYM_OFFLINE", "1")
+    train.main(
+        [
+            *("--out", "runs/PeerSelection-v0_ppo_0", "--timesteps", "64", "--eval-episodes", "2"),
+            *("--no-progress", "--env-kwargs", "max_rounds=4"),
+        ]
+    )
+    return folder

@@ -92,10 +92,9 @@ def table(summaries: dict[str, dict[str, dict[str, Stat]]]) -> str:
     ]
     for setting, policies in summaries.items():
         for policy, s in policies.items():
-            name = f"ppo ({s['rounds'].n} seeds)" if policy == "ppo" else policy
             byz = _cell(s["byzantine_visits"], 2) if "byz" in setting else "-"
             lines.append(
-                f"| {setting} | {name} | {_cell(s['rounds'], 2)} | {_cell(s['comm_cost'], 3)} "
+                f"| {setting} | {policy} | {_cell(s['rounds'], 2)} | {_cell(s['comm_cost'], 3)} "
                 f"| {_cell(s['bytes_sent'], 3, 1e-6)} | {_cell(s['reached_goal'], 0, 100)} "
                 f"| {_cell(s['final_accuracy'], 3)} | {byz} |"
             )

@@ -12,6 +12,11 @@
     results.json         the policy and every baseline on the held-out evaluation seeds
     plots/               the figures of hlgym.plots
 
+A run over several training seeds (``hlgym-train --seeds ...``) is a folder of such runs,
+``seed_<k>/``, with its own ``config.json``, a ``results.json`` of kind ``"across_seeds"``
+(every policy's per-seed means, their mean and 95% t-interval over the seeds, and each seed's
+change against random) and ``plots/``.
+
 Every file is written atomically (a crash leaves the old file or the new one, never half).
 """
 
@@ -21,17 +26,19 @@ import csv
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hlgym.agents.base import EpisodeOutcome, Evaluation, Stat
+from hlgym.agents.base import EpisodeOutcome, EpisodeRecord, Evaluation, Stat, summarize
 from hlgym.atomic import write_bytes_atomic, write_json_atomic
 
 __all__ = [
     "EpisodeLog",
     "RunFolder",
+    "across_seeds",
     "evaluation_to_dict",
+    "format_seeds_table",
     "format_table",
     "fresh_run_dir",
     "read_episodes",
@@ -91,6 +98,27 @@ class RunFolder:
         write_json_atomic(
             self.results_file, {"schema_version": RESULTS_SCHEMA_VERSION, **results, "policies": policies}
         )
+
+    def write_seed_results(self, results: Mapping[str, Any], policies: Mapping[str, Any]) -> None:
+        """Write the ``results.json`` of a run over several seeds: ``results``' fields and
+        :func:`across_seeds`' summary of every policy."""
+        write_json_atomic(
+            self.results_file,
+            {"schema_version": RESULTS_SCHEMA_VERSION, "kind": "across_seeds", **results, "policies": dict(policies)},
+        )
+
+    def seed_run(self, seed: int) -> RunFolder:
+        """The run of training seed ``seed`` inside a run over several seeds (``seed_<k>/``)."""
+        return RunFolder(self.path / f"seed_{seed}")
+
+    def read_evaluations(self) -> dict[str, Evaluation]:
+        """The evaluations of a finished run's ``results.json``, by policy name (records and
+        their summary)."""
+        return {
+            name: Evaluation(records, summarize(records))
+            for name, pol in self.read_results()["policies"].items()
+            for records in [[EpisodeRecord.from_dict(ep) for ep in pol["episodes"]]]
+        }
 
     def read_results(self) -> dict[str, Any]:
         """Read ``results.json``.
@@ -165,7 +193,7 @@ def fresh_run_dir(base: str | os.PathLike[str]) -> Path:
 def evaluation_to_dict(evaluation: Evaluation) -> dict[str, Any]:
     """JSON-ready form of an evaluation: summary (mean, ci95, n) and every episode."""
     return {
-        "summary": {k: {"mean": s.mean, "ci95": s.ci95, "n": s.n} for k, s in evaluation.summary.items()},
+        "summary": {k: _stat_dict(s) for k, s in evaluation.summary.items()},
         "episodes": [r.to_dict() for r in evaluation.records],
     }
 
@@ -175,32 +203,101 @@ def reduction(value: float, reference: float) -> float:
     return 100.0 * (reference - value) / reference if reference else float("nan")
 
 
-def _mean_ci(stat: Stat, width: int, ci_width: int, digits: int) -> str:
-    """``mean ±ci95``; the interval reads ``n/a`` when fewer than two episodes give none."""
+def _mean_ci(stat: Stat, width: int, ci_width: int, digits: int, sign: str = "") -> str:
+    """``mean ±ci95``; the interval reads ``n/a`` when fewer than two values give none;
+    ``sign="+"`` writes the sign of a positive mean too."""
     ci = f"{stat.ci95:>{ci_width}.{digits}f}" if stat.n >= 2 else f"{'n/a':>{ci_width}}"
-    return f"{stat.mean:>{width}.{digits}f} ±{ci}"
+    return f"{stat.mean:>{sign}{width}.{digits}f} ±{ci}"
+
+
+def across_seeds(per_seed: Mapping[int, Mapping[str, Evaluation]], reference: str = "random") -> dict[str, Any]:
+    """Summarise one evaluation per training seed over the seeds.
+
+    For every policy and :data:`~hlgym.agents.base.SUMMARY_FIELDS` metric: each seed's mean
+    over its held-out episodes (``per_seed``), and the mean of those with the half-width of
+    its 95% t-interval over the seeds (``summary``); and, for rounds and comm cost, each
+    seed's change against that seed's ``reference`` policy in % (``vs_reference``; negative
+    is fewer), summarised the same way. A deterministic policy gives the same value on every
+    seed (interval 0); a seeded one (random) gives one value per seed.
+    """
+    seeds = sorted(per_seed)
+    names = list(per_seed[seeds[0]])
+    out: dict[str, Any] = {}
+    for name in names:
+        means = {k: [per_seed[s][name].summary[k].mean for s in seeds] for k in per_seed[seeds[0]][name].summary}
+        entry: dict[str, Any] = {
+            "per_seed": means,
+            "summary": {k: _stat_dict(Stat.of(v)) for k, v in means.items()},
+        }
+        if name != reference and all(reference in per_seed[s] for s in seeds):
+            entry["vs_reference"] = {
+                k: _stat_dict(
+                    Stat.of(
+                        [
+                            -reduction(per_seed[s][name].summary[k].mean, per_seed[s][reference].summary[k].mean)
+                            for s in seeds
+                        ]
+                    )
+                )
+                for k in ("rounds", "comm_cost")
+            }
+        out[name] = entry
+    return out
+
+
+def _stat_dict(stat: Stat) -> dict[str, float | int]:
+    return {"mean": stat.mean, "ci95": stat.ci95, "n": stat.n}
+
+
+def _stat(d: Mapping[str, Any]) -> Stat:
+    return Stat(float(d["mean"]), float(d["ci95"]), int(d["n"]))
 
 
 def format_table(results: dict[str, Evaluation], reference: str = "random") -> str:
-    """A plain-text table: one row per policy, means ± 95% CI, and the change in rounds and
-    communication cost against ``reference`` in % (negative: fewer; the paper's 50.8% fewer
-    rounds reads -50.8%)."""
+    """A plain-text table: one row per policy, means ± 95% CI over the held-out episodes, and
+    the change in rounds and communication cost against ``reference`` in % (negative: fewer;
+    the paper's 50.8% fewer rounds reads -50.8%)."""
+    ref = results.get(reference)
+    rows = []
+    for name, ev in results.items():
+        change_r = change_c = "-"
+        if ref is not None and name != reference:
+            change_r, change_c = (
+                f"{-reduction(ev.summary[k].mean, ref.summary[k].mean):+.1f}%" for k in ("rounds", "comm_cost")
+            )
+        rows.append((name, ev.summary, change_r, change_c))
+    byzantine = any(r.byzantine for ev in results.values() for r in ev.records)
+    return _table(rows, reference, byzantine)
+
+
+def format_seeds_table(policies: Mapping[str, Any], reference: str = "random") -> str:
+    """The table of :func:`across_seeds`' summary: per policy, the mean over training seeds
+    of each seed's mean ± the half-width of its 95% t-interval over the seeds ("n/a" with
+    one seed), and the mean change against ``reference`` on the same seed."""
+    rows = []
+    for name, entry in policies.items():
+        summary = {k: _stat(v) for k, v in entry["summary"].items()}
+        change_r = change_c = "-"
+        if "vs_reference" in entry:
+            change_r, change_c = (
+                f"{_mean_ci(_stat(entry['vs_reference'][k]), 5, 4, 1, '+')}%" for k in ("rounds", "comm_cost")
+            )
+        rows.append((name, summary, change_r, change_c))
+    byzantine = any(entry["summary"]["byzantine_visits"]["mean"] > 0 for entry in policies.values())
+    return _table(rows, reference, byzantine)
+
+
+def _table(rows: Sequence[tuple[str, Mapping[str, Stat], str, str]], reference: str, byzantine: bool) -> str:
+    """The rows ``(policy, summary, change in rounds, change in comm)`` as aligned text;
+    ``byzantine`` adds how often each policy trained the model at a byzantine peer."""
     header = (
         f"{'policy':<14} {'rounds':>14} {'comm cost':>16} {'MB sent':>10} {'final acc':>15} {'reached':>8}"
         f" {'rounds vs ' + reference:>17} {'comm vs ' + reference:>15}"
     )
-    # Runs with byzantine peers add how often each policy trained the model at one.
-    byzantine = any(r.byzantine for ev in results.values() for r in ev.records)
     if byzantine:
         header += f" {'byz visits':>15}"
     lines = [header, "-" * len(header)]
-    ref = results.get(reference)
-    for name, ev in results.items():
-        s = ev.summary
-        change_r = change_c = "-"
-        if ref is not None and name != reference:
-            change_r = f"{-reduction(s['rounds'].mean, ref.summary['rounds'].mean):+.1f}%"
-            change_c = f"{-reduction(s['comm_cost'].mean, ref.summary['comm_cost'].mean):+.1f}%"
+    for name, s, change_r, change_c in rows:
         line = (
             f"{name:<14} {_mean_ci(s['rounds'], 7, 5, 2)} "
             f"{_mean_ci(s['comm_cost'], 8, 6, 3)} "

@@ -6,6 +6,7 @@
     hlgym-train --algo greedy --eval-episodes 50  # a built-in: evaluation only
     hlgym-train --algo mypkg.agents:UCBAgent      # a plug-in Agent class
     hlgym-train --out runs/x --resume             # continue a killed run
+    hlgym-train --seeds 0 1 2 3 4                 # one run per seed, summarised over the seeds
 
 (``python train_meta.py`` in a checkout is the same command.) The run folder holds
 config.json (the resolved arguments, hyperparameters and env config), model.zip (or model.pt
@@ -35,11 +36,11 @@ import numpy as np
 import yaml
 
 import hlgym
-from hlgym.agents import BASELINES, Agent, EpisodeRecord, Evaluation, evaluate, sb3
+from hlgym.agents import BASELINES, Agent, EpisodeRecord, Evaluation, LookaheadAgent, evaluate, sb3
 from hlgym.agents.hl_dqn import HLDQNAgent
 from hlgym.envs import PRESETS, PeerSelectionConfig
-from hlgym.envs.config import parse_overrides
-from hlgym.runs import RunFolder, format_table, fresh_run_dir
+from hlgym.envs.config import parse_overrides, parse_pairs
+from hlgym.runs import RunFolder, across_seeds, format_seeds_table, format_table, fresh_run_dir
 
 TRAINED_ALGOS = (*sb3.ALGORITHMS, "hl_dqn")
 # What a training uses when hyperparams/<algo>.yml has no entry for the env id.
@@ -48,6 +49,9 @@ DEFAULT_N_ENVS = 1
 DEFAULT_POLICY = "mlp"
 # Keys of a hyperparameter entry that set options; the others go to the algorithm.
 OPTION_KEYS = {"n_timesteps": "timesteps", "n_envs": "n_envs", "policy": "policy"}
+# The shipped files are rl-zoo3's format (python -m rl_zoo3.train --conf-file reads them): a
+# policy is an SB3 alias or an importable class; --policy names them mlp and attention.
+YAML_POLICIES = {"MlpPolicy": "mlp", "MlpLstmPolicy": "mlp", "hlgym.agents.attention.PeerAttentionPolicy": "attention"}
 
 
 def _help(text: str) -> dict[str, str]:
@@ -62,8 +66,9 @@ class Args:
         default="ppo",
         metadata=_help(
             """Policy: dqn, ppo, a2c (SB3); maskable_ppo, recurrent_ppo (sb3-contrib); hl_dqn (the
-            reference's DQN); random, round_robin, greedy (built-in, no training); or 'module:Class'
-            for a plug-in agent built with no arguments."""
+            reference's DQN); random, round_robin, greedy, lookahead (built-in, no training;
+            lookahead tries every peer on a copy of the env, n_peers env steps per step); or
+            'module:Class' for a plug-in agent built with --agent-kwargs."""
         ),
     )
     env: str = field(default="hlgym/PeerSelection-v0", metadata=_help("Registered environment id."))
@@ -71,6 +76,16 @@ class Args:
         default_factory=list,
         metadata={
             **_help("Overrides of the environment config, as key=value (values read as JSON)."),
+            "metavar": "KEY=VALUE",
+        },
+    )
+    agent_kwargs: list[str] = field(
+        default_factory=list,
+        metadata={
+            **_help(
+                """Keyword arguments of a built-in or plug-in agent, as key=value (values read as
+                JSON), e.g. --algo lookahead --agent-kwargs horizon=2 by=accuracy."""
+            ),
             "metavar": "KEY=VALUE",
         },
     )
@@ -89,6 +104,18 @@ class Args:
         metadata=_help(f"Parallel training environments. Default: from hyperparams/<algo>.yml, else {DEFAULT_N_ENVS}."),
     )
     seed: int = field(default=0, metadata=_help("Seed of training (environments seed, seed+1, ...) and of the policy."))
+    seeds: list[int] = field(
+        default_factory=list,
+        metadata={
+            **_help(
+                """Train one run per seed (instead of --seed), each in OUT/seed_<k>/ and resumable, all
+                evaluated on the same held-out episodes; OUT/results.json holds the mean over the
+                seeds and its 95%% interval for every policy and metric (default OUT:
+                runs/<env>_<algo>_seeds_<first>-<last>)."""
+            ),
+            "metavar": "SEED",
+        },
+    )
     eval_episodes: int = field(default=20, metadata=_help("Held-out episodes per policy in the final evaluation."))
     eval_seed: int = field(
         default=10_000,
@@ -144,7 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hlgym-train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="The default run (ppo on hlgym/PeerSelection-v0, 50,000 steps) takes about 2.5-3.5 minutes on 2 cores.",
+        epilog=(
+            "The default run (ppo on hlgym/PeerSelection-v0, 50,000 steps) takes about 2.5-3.5 minutes\n"
+            "on 2 cores. A step of the HL presets (a CNN evaluated on 10,000 test images) takes about\n"
+            "0.45 s there, so their shipped budgets (2,000 steps; hl_dqn 4,320) take about 15 and 35\n"
+            "minutes; --env-kwargs eval_samples=2000 makes their steps about 3 times faster."
+        ),
     )
     hints = typing.get_type_hints(Args)
     for f in dataclasses.fields(Args):
@@ -167,25 +199,34 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return Args(**vars(build_parser().parse_args(argv)))
 
 
-def make_agent(algo: str, seed: int) -> Agent:
-    """A built-in agent by name, or a plug-in ``module:Class`` built with no arguments."""
+def make_agent(algo: str, seed: int, kwargs: dict[str, Any] | None = None) -> Agent:
+    """A built-in agent by name (``random`` seeded with ``seed``; ``lookahead`` still to be
+    bound to its env), or a plug-in ``module:Class``, built with ``kwargs``."""
+    kwargs = kwargs or {}
     if algo == "random":
-        return BASELINES["random"](seed=seed)  # type: ignore[no-any-return]
-    if algo in BASELINES:
-        return BASELINES[algo]()  # type: ignore[no-any-return]
-    module_name, sep, class_name = algo.partition(":")
-    if not sep or not module_name or not class_name:
-        accepted = ", ".join((*TRAINED_ALGOS, *BASELINES))
-        raise SystemExit(f"--algo {algo!r} is not accepted; accepted: {accepted} or module:Class")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # plug-ins next to where the user runs the command
+        cls: Any = BASELINES["random"]
+        kwargs = {"seed": seed, **kwargs}
+    elif algo in BASELINES:
+        cls = BASELINES[algo]
+    elif algo == "lookahead":
+        cls = LookaheadAgent
+    else:
+        module_name, sep, class_name = algo.partition(":")
+        if not sep or not module_name or not class_name:
+            accepted = ", ".join((*TRAINED_ALGOS, *BASELINES, "lookahead"))
+            raise SystemExit(f"--algo {algo!r} is not accepted; accepted: {accepted} or module:Class")
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # plug-ins next to where the user runs the command
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise SystemExit(f"--algo {algo!r}: cannot import {class_name} from {module_name}: {exc}") from exc
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise SystemExit(f"--algo {algo!r}: cannot import {class_name} from {module_name}: {exc}") from exc
-    agent = cls()
+        agent = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"--agent-kwargs for --algo {algo!r}: {exc}") from exc
     if not isinstance(agent, Agent):
-        raise SystemExit(f"--algo {algo!r}: {class_name} lacks reset() and act(obs, info)")
+        raise SystemExit(f"--algo {algo!r}: {type(agent).__name__} lacks reset() and act(obs, info)")
     return agent
 
 
@@ -224,6 +265,8 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             )
         hp = entry or {}
     options = {opt: hp.pop(key) for key, opt in OPTION_KEYS.items() if key in hp}
+    if "policy" in options:
+        options["policy"] = YAML_POLICIES.get(options["policy"], options["policy"])
     args = dataclasses.replace(
         args,
         timesteps=args.timesteps if args.timesteps is not None else int(options.get("timesteps", DEFAULT_TIMESTEPS)),
@@ -233,7 +276,15 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
     assert args.timesteps is not None and args.n_envs is not None and args.policy is not None
     if args.timesteps < 1 or args.n_envs < 1:
         raise SystemExit(f"--timesteps {args.timesteps} / --n-envs {args.n_envs}: accepted: integers >= 1")
-    train_seeds = set(range(args.seed, args.seed + args.n_envs))
+    if len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit(
+            f"--seeds {' '.join(map(str, args.seeds))} is not accepted: a seed repeats; accepted: distinct seeds"
+        )
+    if args.seeds and args.evaluate_model is not None:
+        raise SystemExit(
+            "--seeds with --evaluate-model is not accepted: --seeds trains one run per seed; accepted: one of them"
+        )
+    train_seeds = {s for seed in (args.seeds or [args.seed]) for s in range(seed, seed + args.n_envs)}
     eval_seeds = set(range(args.eval_seed, args.eval_seed + args.eval_episodes))
     if args.algo in TRAINED_ALGOS and train_seeds & eval_seeds:
         raise SystemExit(
@@ -252,8 +303,18 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             raise SystemExit(f"--evaluate-model needs a trained --algo; accepted: {', '.join(TRAINED_ALGOS)}")
         if not Path(args.evaluate_model).is_file():
             raise SystemExit(f"--evaluate-model {args.evaluate_model!r}: no such file")
-    elif args.algo not in TRAINED_ALGOS:
-        make_agent(args.algo, args.seed)  # a plug-in that cannot be built fails here, before any file
+    if args.agent_kwargs and args.algo in TRAINED_ALGOS:
+        raise SystemExit(
+            f"--agent-kwargs is not accepted with --algo {args.algo}: a trained algorithm's settings come from "
+            f"hyperparams/{args.algo}.yml; accepted with built-in and plug-in agents"
+        )
+    if args.evaluate_model is None and args.algo not in TRAINED_ALGOS:
+        # A built-in or plug-in agent that cannot be built fails here, before any file.
+        try:
+            kwargs = parse_pairs(args.agent_kwargs, "--agent-kwargs")
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from exc
+        make_agent(args.algo, args.seed, kwargs)
     return args, config, hp
 
 
@@ -352,10 +413,14 @@ def load_trained(algo: str, path: str, device: str) -> Agent:
 
 
 def default_run_dir(args: Args) -> str:
-    """``runs/<env>_<algo>_<seed>``, or ``runs/<env>_<algo>_eval_<seed>`` for an evaluation of a
-    saved model; :func:`~hlgym.runs.fresh_run_dir` appends ``_2``, ``_3``... when it exists."""
+    """``runs/<env>_<algo>_<seed>``, ``runs/<env>_<algo>_eval_<seed>`` for an evaluation of a
+    saved model, or ``runs/<env>_<algo>_seeds_<first>-<last>`` for a run over several seeds;
+    :func:`~hlgym.runs.fresh_run_dir` appends ``_2``, ``_3``... when it exists."""
+    base = f"runs/{args.env.split('/')[-1]}_{args.algo.rpartition(':')[2]}"
+    if args.seeds:
+        return f"{base}_seeds_{args.seeds[0]}-{args.seeds[-1]}"
     kind = "_eval" if args.evaluate_model is not None else ""
-    return f"runs/{args.env.split('/')[-1]}_{args.algo.rpartition(':')[2]}{kind}_{args.seed}"
+    return f"{base}{kind}_{args.seed}"
 
 
 def _resumed_args(args: Args) -> tuple[Args, RunFolder, dict[str, Any]]:
@@ -372,13 +437,88 @@ def _resumed_args(args: Args) -> tuple[Args, RunFolder, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Evaluation]:
-    """Run the command line; returns the evaluations by policy name."""
+    """Run the command line; returns the evaluations by policy name (with ``--seeds``, the
+    last seed's; the across-seed summary is in the run folder's ``results.json``)."""
     args = parse_args(argv)
     saved: dict[str, Any] | None = None
     if args.resume:
         args, run, saved = _resumed_args(args)
+    if args.seeds:
+        return run_seeds(args, run if saved is not None else None)
+    return run_one(args, run if saved is not None else None, saved)
+
+
+def run_seeds(args: Args, run: RunFolder | None) -> dict[str, Evaluation]:
+    """Train one run per seed of ``args.seeds`` in ``seed_<k>/`` of one folder (each resumed
+    where it stopped; a finished one with this budget is read back, not redone), then write
+    and print the across-seed summary; ``run`` is the folder of a resumed run over seeds."""
+    # Every option, for every seed, is checked before anything is written; the budget, envs
+    # and policy are resolved from the hyperparameter file once, for every seed.
+    resolved, config, _ = resolve(args)
+    args = dataclasses.replace(args, timesteps=resolved.timesteps, n_envs=resolved.n_envs, policy=resolved.policy)
+    if run is None:
+        run = RunFolder(args.out or fresh_run_dir(default_run_dir(args)))
+        if run.has_run():
+            raise SystemExit(
+                f"--out {str(run.path)!r} already holds a run; pass --resume to continue it, or another --out"
+            )
+        print(f"run folder: {run.path} (one run per seed in seed_<k>/)")
+        run.write_config({"hlgym_version": hlgym.__version__, "args": dataclasses.asdict(args)})
+    elif args.timesteps != run.read_config()["args"]["timesteps"]:
+        saved = run.read_config()
+        print(f"resume: training budget {saved['args']['timesteps']} -> {args.timesteps} steps for every seed")
+        saved["args"]["timesteps"] = args.timesteps
+        run.write_config(saved)
+    per_seed: dict[int, dict[str, Evaluation]] = {}
+    for k, seed in enumerate(args.seeds):
+        sub = run.seed_run(seed)
+        print(f"\n== seed {seed} ({k + 1} of {len(args.seeds)}): {sub.path}")
+        one = dataclasses.replace(args, seed=seed, seeds=[], out=str(sub.path), resume=sub.has_run())
+        if sub.results_file.is_file() and _finished(sub, one.timesteps):
+            per_seed[seed] = sub.read_evaluations()
+            print("finished earlier: read its results.json")
+        elif sub.has_run():
+            resumed, _, saved = _resumed_args(one)
+            per_seed[seed] = run_one(resumed, sub, saved)
+        else:
+            per_seed[seed] = run_one(one, None, None)
+    policies = across_seeds(per_seed)
+    run.write_seed_results(
+        {
+            "env_id": args.env,
+            "env_config": config.to_dict(),
+            "algo": args.algo,
+            "timesteps": args.timesteps,
+            "seeds": list(args.seeds),
+            "runs": {str(seed): run.seed_run(seed).path.name for seed in args.seeds},
+            "eval_seed": args.eval_seed,
+            "eval_episodes": args.eval_episodes,
+        },
+        policies,
+    )
+    n = len(args.seeds)
+    print(
+        f"\n{args.env}: {n} training seeds ({' '.join(map(str, args.seeds))}), each evaluated on the same "
+        f"{args.eval_episodes} held-out episodes (seeds {args.eval_seed}..).\nThe mean over the seeds of each "
+        f"seed's mean ± the half-width of its 95% t-interval (n = {n}); changes against the same seed's random."
+    )
+    print(format_seeds_table(policies))
+    print(f"\nwrote {run.results_file}")
+    _draw(run)
+    return per_seed[args.seeds[-1]]
+
+
+def _finished(run: RunFolder, timesteps: int | None) -> bool:
+    """Whether ``run``'s results are of a training with ``timesteps`` steps (a built-in trains none)."""
+    done = run.read_results()
+    return done.get("timesteps") in (timesteps, 0)
+
+
+def run_one(args: Args, run: RunFolder | None, saved: dict[str, Any] | None) -> dict[str, Evaluation]:
+    """Train (or resume: ``run`` and its ``saved`` config) and evaluate one run; returns the
+    evaluations by policy name."""
     args, config, hp = resolve(args)
-    if saved is not None:
+    if run is not None and saved is not None:
         if args.timesteps != saved["args"]["timesteps"]:
             # A new budget for the run (validated by resolve): the folder records it, so a
             # later --resume keeps it.
@@ -409,10 +549,12 @@ def main(argv: list[str] | None = None) -> dict[str, Evaluation]:
     elif args.algo == "hl_dqn":
         agent = train_hl_dqn(args, config, hp, run)
     else:
-        agent = make_agent(args.algo, args.seed)
+        agent = make_agent(args.algo, args.seed, parse_pairs(args.agent_kwargs, "--agent-kwargs"))
     train_time = time.perf_counter() - start
 
     env = gym.make(args.env, config=config)
+    if isinstance(agent, LookaheadAgent):
+        agent.bind(env)
     policies: dict[str, Agent] = {args.algo.rpartition(":")[2]: agent}
     for base in BASELINES:
         policies.setdefault(base, make_agent(base, args.seed))
@@ -439,6 +581,12 @@ def main(argv: list[str] | None = None) -> dict[str, Evaluation]:
     print(f"\n{args.env}: {args.eval_episodes} held-out episodes per policy (seeds {args.eval_seed}..)")
     print(format_table(results))
     print(f"\nwrote {run.results_file}")
+    _draw(run)
+    return results
+
+
+def _draw(run: RunFolder) -> None:
+    """Draw the run's figures into its ``plots/``; a failure is reported, never raised."""
     try:
         from hlgym.plots import plot_runs
 
@@ -449,7 +597,6 @@ def main(argv: list[str] | None = None) -> dict[str, Evaluation]:
             f"could not draw the figures ({type(exc).__name__}: {exc}); try: python -m hlgym.plots {run.path}",
             file=sys.stderr,
         )
-    return results
 
 
 def cli() -> None:

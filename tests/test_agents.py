@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from hlgym.agents import Agent, GreedyNearestAgent, RandomAgent, RoundRobinAgent, Stat, evaluate
+from hlgym.agents import Agent, GreedyNearestAgent, LookaheadAgent, RandomAgent, RoundRobinAgent, Stat, evaluate
 from hlgym.agents.base import SUMMARY_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +124,11 @@ def test_train_meta_cli(tmp_path: Path, algo: str) -> None:
         (["--env-kwargs", "gaol=0.5"], "did you mean 'goal'"),
         (["--env-kwargs", "goal=2"], "goal=2 is not accepted"),
         (["--algo", "collections:OrderedDict"], "lacks reset() and act(obs, info)"),
+        (["--algo", "lookahead", "--agent-kwargs", "by=loss"], "by='loss' is not accepted; accepted: 'reward'"),
+        (["--algo", "lookahead", "--agent-kwargs", "horizon=0"], "horizon=0 is not accepted"),
+        (["--algo", "lookahead", "--agent-kwargs", "depth=2"], "unexpected keyword argument 'depth'"),
+        (["--algo", "greedy", "--agent-kwargs", "window"], "--agent-kwargs item 'window' is not accepted"),
+        (["--algo", "ppo", "--agent-kwargs", "horizon=2"], "--agent-kwargs is not accepted with --algo ppo"),
     ],
 )
 def test_train_meta_cli_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
@@ -131,7 +137,7 @@ def test_train_meta_cli_bad_input(tmp_path: Path, args: list[str], message: str)
     with pytest.raises(SystemExit) as err:
         train_meta.main(["--no-progress", "--out", str(tmp_path / "run"), *args])
     assert message in str(err.value)
-    assert not (tmp_path / "run" / "results.json").exists()
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_records_count_the_forced_first_round() -> None:
@@ -140,3 +146,50 @@ def test_records_count_the_forced_first_round() -> None:
     assert rec.forced_rounds == 1 and rec.rounds == 4
     assert len(rec.route) == rec.rounds - rec.forced_rounds + 1 == len(rec.accuracy)
     assert rec.route[0] == 0 and len(rec.positions) == 10 and len(rec.main_classes) == 10
+
+
+@pytest.mark.parametrize("by", ["reward", "accuracy"])
+def test_lookahead_takes_the_best_simulated_round(by: str) -> None:
+    env = gym.make("hlgym/PeerSelection-v0", max_rounds=6, link_failure_prob=0.2)
+    obs, info = env.reset(seed=3)
+    obs, _, _, _, info = env.step(4)
+    agent = LookaheadAgent(env, by=by)
+    before = copy.deepcopy(env.unwrapped)
+    choice = agent.act(obs, info)
+    scores = []
+    for peer in range(10):
+        _, reward, _, _, sim_info = copy.deepcopy(before).step(peer)
+        scores.append(float(reward) if by == "reward" else float(sim_info["accuracy"]))
+    assert choice == int(np.argmax(scores))  # the first of equal scores
+    # Looking ahead left the env as it was: the real round is the simulated one.
+    _, reward, _, _, info = env.step(choice)
+    assert (reward if by == "reward" else info["accuracy"]) == scores[choice]
+
+
+def test_lookahead_horizon_and_bad_input() -> None:
+    env = gym.make("hlgym/PeerSelection-v0", max_rounds=5)
+    ev = evaluate(LookaheadAgent(env, horizon=2), env, episodes=1, seed=1)
+    assert ev.records[0].rounds <= 5
+    with pytest.raises(RuntimeError, match="no env to look ahead in"):
+        LookaheadAgent().act(None, {"action_mask": np.ones(10, bool)})
+    for kwargs, message in [
+        ({"horizon": 0}, "horizon=0"),
+        ({"horizon": True}, "horizon=True"),
+        ({"by": "x"}, "by='x'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            LookaheadAgent(**kwargs)  # type: ignore[arg-type]
+
+
+def test_lookahead_from_the_command_line(tmp_path: Path) -> None:
+    from hlgym import train as train_meta
+
+    results = train_meta.main(
+        [
+            *("--algo", "lookahead", "--agent-kwargs", "horizon=2", "by=accuracy", "--out", str(tmp_path / "run")),
+            *("--eval-episodes", "2", "--no-progress", "--env-kwargs", "max_rounds=4"),
+        ]
+    )
+    assert set(results) == {"lookahead", "random", "round_robin", "greedy"}
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["args"]["agent_kwargs"] == ["horizon=2", "by=accuracy"]

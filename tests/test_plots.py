@@ -85,8 +85,13 @@ def test_other_figures(records: dict[str, list[EpisodeRecord]], tmp_path: Path) 
     assert labels == ["random", "greedy"] and fig.axes[0].get_ylabel() == "rounds"
     ax = plots.route(records["greedy"][0])
     assert any(t.get_text() == "1" for t in ax.texts)  # hop numbers
-    assert any(t.get_text().startswith("arrow label: the round of the hop") for t in ax.texts)  # explained
-    assert any(label.startswith("class") for label in legend_labels(ax))
+    caption = next(t.get_text() for t in ax.texts if t.get_text().startswith("disc: peer index"))
+    assert "peer i holds class i" in caption and "arrow label: the round of the hop" in caption
+    assert ax.get_legend() is None  # peer i holds class i: a class legend would repeat the discs
+    rec = records["greedy"][0]
+    shuffled = EpisodeRecord.from_dict({**rec.to_dict(), "main_classes": [c // 2 for c in rec.main_classes]})
+    ax = plots.route(shuffled)
+    assert "class 0: peers 0, 1" in legend_labels(ax) and "class 4: peers 8, 9" in legend_labels(ax)
     rows = [{"return": -float(i), "rounds": 30.0 - i, "comm_cost": 1.0, "final_accuracy": 0.8} for i in range(20)]
     fig = plots.training_curves({"run": rows}, window=5)
     assert len(fig.axes) == 4 and all(a.get_ylabel() for a in fig.axes)

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from hlgym import train
+from hlgym.runs import RunFolder, reduction
 from hlgym.train import Args, load_hyperparams, parse_args, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +42,8 @@ def test_option_types_come_from_the_hints_not_the_source() -> None:
 
 def test_hyperparams_ship_with_the_package() -> None:
     entry = load_hyperparams("ppo", "hlgym/PeerSelection-v0")
-    assert entry is not None and entry["n_timesteps"] == 50_000 and entry["policy"] == "attention"
+    assert entry is not None and entry["n_timesteps"] == 50_000
+    assert entry["policy"] == "hlgym.agents.attention.PeerAttentionPolicy"  # rl-zoo3 imports it
     assert load_hyperparams("a2c", "hlgym/HL-FashionMNIST-v0") is None
     assert load_hyperparams("no_such_algo", "hlgym/PeerSelection-v0") is None
 
@@ -107,3 +111,36 @@ def test_default_run_folders_are_announced_and_never_reused(
     assert (tmp_path / "runs" / "PeerSelection-v0_random_0_2" / "results.json").is_file()
     evaluation = Args(algo="ppo", evaluate_model="model.zip", seed=3)
     assert train.default_run_dir(evaluation) == "runs/PeerSelection-v0_ppo_eval_3"
+
+
+def test_seeds_train_a_run_per_seed_and_summarise_over_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "over_seeds"
+    common = ["--no-progress", "--timesteps", "64", "--n-envs", "1", "--eval-episodes", "3"]
+    train.main(["--seeds", "0", "1", "2", "--out", str(out), *common, "--env-kwargs", "max_rounds=4"])
+    said = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["kind"] == "across_seeds" and results["seeds"] == [0, 1, 2] and results["timesteps"] == 64
+    per_seed = [RunFolder(out / f"seed_{k}").read_evaluations() for k in (0, 1, 2)]
+    ppo = results["policies"]["ppo"]
+    # Each seed's mean over the same held-out episodes; their mean and t-interval over seeds.
+    rounds = [ev["ppo"].summary["rounds"].mean for ev in per_seed]
+    assert ppo["per_seed"]["rounds"] == rounds
+    assert ppo["summary"]["rounds"]["mean"] == pytest.approx(np.mean(rounds))
+    half = stats.t.ppf(0.975, 2) * np.std(rounds, ddof=1) / np.sqrt(3)
+    assert ppo["summary"]["rounds"]["ci95"] == pytest.approx(half) and ppo["summary"]["rounds"]["n"] == 3
+    # The change against random is taken seed by seed, against that seed's random agent.
+    comm = [-reduction(ev["ppo"].summary["comm_cost"].mean, ev["random"].summary["comm_cost"].mean) for ev in per_seed]
+    assert ppo["vs_reference"]["comm_cost"]["mean"] == pytest.approx(np.mean(comm))
+    assert [ev["greedy"].records[0].seed for ev in per_seed] == [10_000] * 3  # the same episodes
+    assert results["policies"]["greedy"]["summary"]["rounds"]["ci95"] == 0  # deterministic
+    assert "vs_reference" not in results["policies"]["random"]
+    assert "3 training seeds (0 1 2)" in said and "-" * 40 in said
+    assert (out / "plots" / "seeds.png").is_file() and (out / "seed_2" / "plots" / "route_ppo.png").is_file()
+
+    # A crash lost seed 1's evaluation: --resume reads seeds 0 and 2 back and finishes seed 1.
+    (out / "seed_1" / "results.json").unlink()
+    (out / "results.json").unlink()
+    train.main(["--out", str(out), "--resume", "--no-progress"])
+    said = capsys.readouterr().out
+    assert said.count("finished earlier: read its results.json") == 2
+    assert json.loads((out / "results.json").read_text())["policies"] == results["policies"]

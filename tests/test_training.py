@@ -100,6 +100,9 @@ def test_bad_training_arguments(tmp_path: Path) -> None:
         ),
         (["--algo", "ppo", "--seed", "10000"], "overlap the training seeds"),
         (["--resume"], "--resume needs --out"),
+        (["--seeds", "0", "1", "0"], "--seeds 0 1 0 is not accepted: a seed repeats"),
+        (["--seeds", "0", "9999", "--n-envs", "2"], "overlap the training seeds 0..10000"),
+        (["--seeds", "0", "1", "--evaluate-model", "model.zip"], "--seeds with --evaluate-model is not accepted"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as err:
@@ -107,6 +110,7 @@ def test_bad_training_arguments(tmp_path: Path) -> None:
                 ["--no-progress", "--timesteps", "8", *args] + ([] if "--resume" in args else ["--out", str(tmp_path)])
             )
         assert message in str(err.value), args
+        assert not any(tmp_path.iterdir()), f"{args} wrote files before refusing"
 
 
 def tiny_ppo(n_peers: int = 10) -> PPO:

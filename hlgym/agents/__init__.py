@@ -11,7 +11,7 @@ from hlgym.agents.base import (
     run_episode,
     summarize,
 )
-from hlgym.agents.baselines import BASELINES, GreedyNearestAgent, RandomAgent, RoundRobinAgent
+from hlgym.agents.baselines import BASELINES, GreedyNearestAgent, LookaheadAgent, RandomAgent, RoundRobinAgent
 from hlgym.agents.hl_dqn import HLDQNAgent
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Evaluation",
     "GreedyNearestAgent",
     "HLDQNAgent",
+    "LookaheadAgent",
     "RandomAgent",
     "RoundRobinAgent",
     "Stat",

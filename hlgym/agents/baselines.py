@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 
@@ -77,6 +79,60 @@ class GreedyNearestAgent:
         if not candidates:
             candidates = [p for p in online if p != holder] or [holder]
         return int(min(candidates, key=lambda p: (costs[p], p)))
+
+
+class LookaheadAgent:
+    """A strong non-learned reference: before each round it plays every online peer on a
+    copy of the environment (``copy.deepcopy``) and sends the model to the best.
+
+    A candidate's score is its hop and then ``horizon - 1`` rounds of the greedy
+    nearest-unvisited route, on the copy: the sum of their rewards (``by="reward"``) or the
+    accuracy after them (``by="accuracy"``); ties go to the lowest peer index. The copy
+    carries the env's RNG states, so the candidate sees the very batches, link failures and
+    offline draws the real round would: an oracle of the next rounds, not a policy that could
+    be deployed. It costs ``n_peers * horizon`` env steps (and ``n_peers`` copies) per step.
+
+    Args:
+        env: The environment it plays in (wrapped or not); given later with :meth:`bind`
+            when not known yet.
+        horizon: Rounds played per candidate, >= 1.
+        by: ``"reward"`` or ``"accuracy"``.
+    """
+
+    BY = ("reward", "accuracy")
+
+    def __init__(self, env: gym.Env[Any, Any] | None = None, horizon: int = 1, by: str = "reward") -> None:
+        if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
+            raise ValueError(f"horizon={horizon!r} is not accepted; accepted: an integer >= 1")
+        if by not in self.BY:
+            raise ValueError(f"by={by!r} is not accepted; accepted: {', '.join(repr(b) for b in self.BY)}")
+        self.env, self.horizon, self.by = env, horizon, by
+
+    def bind(self, env: gym.Env[Any, Any]) -> LookaheadAgent:
+        """Play in ``env`` from now on; returns the agent."""
+        self.env = env
+        return self
+
+    def reset(self) -> None:
+        """Stateless: every decision is made afresh on a copy of the env."""
+
+    def act(self, obs: Any, info: dict[str, Any]) -> int:
+        """The online peer whose simulated next ``horizon`` rounds score best."""
+        if self.env is None:
+            raise RuntimeError("LookaheadAgent has no env to look ahead in: LookaheadAgent(env) or agent.bind(env)")
+        live = self.env.unwrapped
+        scores = {int(p): self._score(copy.deepcopy(live), int(p)) for p in np.flatnonzero(info["action_mask"])}
+        return max(scores, key=lambda p: (scores[p], -p))
+
+    def _score(self, sim: gym.Env[Any, Any], peer: int) -> float:
+        total, action, rollout = 0.0, peer, GreedyNearestAgent()
+        for _ in range(self.horizon):
+            _, reward, terminated, truncated, info = sim.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+            action = rollout.act(None, info)
+        return total if self.by == "reward" else float(info["accuracy"])
 
 
 BASELINES: dict[str, type] = {

@@ -302,25 +302,36 @@ def _validate(cfg: PeerSelectionConfig) -> None:
         _fail("device", cfg.device, "a torch device such as 'cpu', 'cuda' or 'cuda:0'")
 
 
-def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["goal=0.7", "model=cnn"]`` into typed overrides of the config.
+def parse_pairs(pairs: Sequence[str], option: str = "--env-kwargs") -> dict[str, Any]:
+    """Turn ``["goal=0.7", "model=cnn"]`` into a dict of typed values.
 
     Values are read as JSON where they parse (numbers, ``true``, ``null``, lists), else
-    as strings; the config's validation then checks them.
+    as strings (``True``/``False``/``None`` as Python spells them).
 
     Raises:
-        ValueError: If an item has no ``=``.
-        TypeError: If a key is not a config field.
+        ValueError: If an item has no ``=`` (the message names ``option``).
     """
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--env-kwargs item {pair!r} is not accepted; accepted: key=value")
+            raise ValueError(f"{option} item {pair!r} is not accepted; accepted: key=value")
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
             value = {"True": True, "False": False, "None": None}.get(raw, raw)
         out[key] = value
+    return out
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["goal=0.7", "model=cnn"]`` into typed overrides of the config
+    (:func:`parse_pairs`); the config's validation then checks the values.
+
+    Raises:
+        ValueError: If an item has no ``=``.
+        TypeError: If a key is not a config field.
+    """
+    out = parse_pairs(pairs)
     check_field_names(out)
     return out

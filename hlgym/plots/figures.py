@@ -173,6 +173,42 @@ def distributions(records_by_policy: Records, fig: Figure | None = None, unit: s
     return fig
 
 
+SEED_PANELS = (("rounds", "rounds", 1.0), ("comm_cost", "comm cost", 1.0), ("reached_goal", "reached goal [%]", 100.0))
+
+
+def seed_spread(policies: Mapping[str, Mapping[str, Any]], fig: Figure | None = None) -> Figure:
+    """The spread of a run over several training seeds: per policy, each seed's mean over
+    the held-out episodes (dots) and the mean over seeds ± the half-width of its 95%
+    t-interval (bar), for rounds, comm cost and the share of episodes that reached the goal.
+
+    Args:
+        policies: ``results.json``'s ``policies`` of a run over seeds
+            (:func:`hlgym.runs.across_seeds`).
+        fig: Figure to draw into.
+    """
+    if not policies:
+        raise ValueError("policies is empty; give the policies of a run over seeds")
+    fig = fig or Figure(figsize=(11.0, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(SEED_PANELS))
+    names = list(policies)
+    n_seeds = len(next(iter(policies.values()))["per_seed"]["rounds"])
+    for ax, (key, label, scale) in zip(axes, SEED_PANELS, strict=True):
+        for i, name in enumerate(names):
+            color = style(i)["color"]
+            values = scale * np.asarray(policies[name]["per_seed"][key], dtype=np.float64)
+            summary = policies[name]["summary"][key]
+            # Seeds side by side (no random jitter: the figure is the same on every draw).
+            ax.scatter(i - 0.12 + np.linspace(-0.08, 0.08, values.size), values, s=16, color=color, alpha=0.75)
+            ax.errorbar(
+                i + 0.15, scale * summary["mean"], yerr=scale * summary["ci95"], fmt="D", color=color, capsize=4
+            )
+        ax.set_xticks(range(len(names)), names, rotation=20)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"Over {n_seeds} training seeds: each seed's mean (dots), their mean ± 95% interval (bar)")
+    return fig
+
+
 def smooth(values: Sequence[float], window: int) -> np.ndarray:
     """Trailing moving average (shorter at the start), the same length as ``values``."""
     v = np.asarray(values, dtype=np.float64)
@@ -224,7 +260,8 @@ def training_curves(
 def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", title: str | None = None) -> Axes:
     """One episode's route on the topology: peers at their layout positions, coloured by
     main class, hops as numbered arrows whose width grows with the hop's cost; byzantine
-    peers (if the episode had any) are ringed in red."""
+    peers (if the episode had any) are ringed in red. A caption says what the marks mean;
+    the legend lists each main class's peers unless peer i holds class i."""
     if not rec.positions:
         raise ValueError(
             "the record has no peer positions (records from hlgym < 0.1 or a custom env); cannot draw the route"
@@ -259,8 +296,13 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
             color="0.15",
             bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7},
         )
+    # Peer i holding class i (the presets) makes a class legend a list of the labels on the
+    # discs: the caption says so instead, and the legend names only what is not on the disc.
+    own_class = bool(rec.main_classes) and np.array_equal(classes, np.arange(len(pos)))
     for c in np.unique(classes):
         sel = classes == c
+        peers = np.flatnonzero(sel)
+        label = f"class {c}: peer{'s' if peers.size > 1 else ''} {', '.join(str(i) for i in peers)}"
         ax.scatter(
             pos[sel, 0],
             pos[sel, 1],
@@ -269,7 +311,7 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
             marker="os^Dv<>p"[int(c) // len(PALETTE) % 8],
             edgecolor="black",
             zorder=3,
-            label=f"class {c}",
+            label=None if own_class else label,
         )
     if rec.byzantine:
         bad = pos[rec.byzantine]
@@ -286,10 +328,12 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
     for i, (x, y) in enumerate(pos):
         ax.text(x, y, str(i), ha="center", va="center", fontsize=8, color="white", fontweight="bold", zorder=4)
     ax.set_title(title or f"Route of episode seed {rec.seed}: {rec.rounds} rounds, cost {rec.comm_cost:.3f}")
+    colour = "colour: main class (peer i holds class i)" if own_class else "colour: main class (legend)"
     ax.text(
         0.5,
         -0.01,
-        "arrow label: the round of the hop (rounds that stay draw none); arrow width: its cost",
+        f"disc: peer index; {colour}\narrow label: the round of the hop (rounds that stay draw none); "
+        "arrow width: its cost",
         transform=ax.transAxes,
         ha="center",
         va="top",
@@ -299,5 +343,7 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(title="main class", fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if ax.get_legend_handles_labels()[0]:
+        title = None if own_class else "main class"
+        ax.legend(title=title, fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return ax

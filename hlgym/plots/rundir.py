@@ -26,6 +26,9 @@ class Run:
         env_config: The resolved environment config.
         records: Evaluation records by policy name (from ``results.json``).
         training: Training rows (from ``episodes.csv``), empty if it trained nothing.
+        seed_runs: For a run over several seeds (``hlgym-train --seeds``), each seed's run;
+            ``records`` then pools their episodes (a deterministic baseline's once).
+        across_seeds: For a run over several seeds, its ``results.json`` summary by policy.
     """
 
     path: Path
@@ -33,6 +36,8 @@ class Run:
     env_config: dict[str, Any]
     records: dict[str, list[EpisodeRecord]] = field(default_factory=dict)
     training: list[dict[str, float]] = field(default_factory=list)
+    seed_runs: list[Run] = field(default_factory=list)
+    across_seeds: dict[str, Any] = field(default_factory=dict)
 
 
 def load_run(path: str | Path) -> Run:
@@ -44,9 +49,17 @@ def load_run(path: str | Path) -> Run:
     """
     folder = RunFolder(path)
     results = folder.read_results()
-    records = {
-        name: [EpisodeRecord.from_dict(ep) for ep in pol["episodes"]] for name, pol in results["policies"].items()
-    }
+    if results.get("kind") == "across_seeds":
+        seed_runs = [load_run(folder.path / name) for name in results["runs"].values()]
+        pooled: dict[str, list[EpisodeRecord]] = {}
+        for seed_run in seed_runs:
+            for name, recs in seed_run.records.items():
+                known = pooled.setdefault(name, [])
+                # A deterministic policy plays the same episodes on every seed: kept once.
+                if [r.to_dict() for r in recs] != [r.to_dict() for r in known[: len(recs)]]:
+                    known.extend(recs)
+        return Run(folder.path, results["env_id"], results["env_config"], pooled, [], seed_runs, results["policies"])
+    records = {name: ev.records for name, ev in folder.read_evaluations().items()}
     return Run(folder.path, results["env_id"], results["env_config"], records, folder.training_rows())
 
 
@@ -90,8 +103,9 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, fmt: str = "png", uni
     """Draw every figure the run folders support into ``out``; returns the files.
 
     Figures: ``comm_cost``, ``accuracy_vs_cost``, ``distributions`` (from the
-    evaluations), ``training`` (when a run trained), ``route_<policy>`` (the first
-    evaluation episode of each policy of the first run).
+    evaluations), ``training`` (when a run trained; one curve per seed of a run over
+    seeds), ``seeds`` (a run over seeds: the spread of each policy's per-seed means),
+    ``route_<policy>`` (the first evaluation episode of each policy of the first run).
     """
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is not accepted; accepted: {', '.join(FORMATS)}")
@@ -107,6 +121,18 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, fmt: str = "png", uni
     files.append(save(ax.get_figure(root=True), out / f"accuracy_vs_cost.{fmt}"))  # type: ignore[arg-type]
     files.append(save(figures.distributions(records, unit=unit), out / f"distributions.{fmt}"))
     trained = {r.path.name: r.training for r in runs if r.training}
+    trained.update(
+        {
+            f"{r.path.name}/{s.path.name}" if len(runs) > 1 else s.path.name: s.training
+            for r in runs
+            for s in r.seed_runs
+        }
+    )
+    trained = {name: rows for name, rows in trained.items() if rows}
+    for r in runs:
+        if r.across_seeds:
+            name = "seeds" if len(runs) == 1 else f"seeds_{r.path.name}"
+            files.append(save(figures.seed_spread(r.across_seeds), out / f"{name}.{fmt}"))
     if trained:
         window = max(1, min(50, min(len(v) for v in trained.values()) // 10))
         files.append(save(figures.training_curves(trained, window=window), out / f"training.{fmt}"))
