@@ -38,6 +38,7 @@ NOT_RUN = {
     "python -m pytest": "the test command itself",
     "python bench/": "benchmarks print figures and take minutes; bench/ is not part of the tests",
     "tensorboard": "a viewer",
+    "python -m rl_zoo3.train": "tests/test_zoo.py runs it where rl-zoo3 is installed (the zoo extra; .ci/run)",
 }
 
 
