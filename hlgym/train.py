@@ -436,39 +436,54 @@ def _resumed_args(args: Args) -> tuple[Args, RunFolder, dict[str, Any]]:
     return resumed, run, saved
 
 
+# A resumed run: its folder and the config.json it was started with.
+Resumed = tuple[RunFolder, dict[str, Any]]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Evaluation]:
     """Run the command line; returns the evaluations by policy name (with ``--seeds``, the
     last seed's; the across-seed summary is in the run folder's ``results.json``)."""
     args = parse_args(argv)
-    saved: dict[str, Any] | None = None
+    resumed: Resumed | None = None
     if args.resume:
         args, run, saved = _resumed_args(args)
-    if args.seeds:
-        return run_seeds(args, run if saved is not None else None)
-    return run_one(args, run if saved is not None else None, saved)
+        resumed = (run, saved)
+    return run_seeds(args, resumed) if args.seeds else run_one(args, resumed)
 
 
-def run_seeds(args: Args, run: RunFolder | None) -> dict[str, Evaluation]:
+def _open_run(args: Args, resumed: Resumed | None, config: dict[str, Any], what: str = "") -> RunFolder:
+    """The run's folder: the resumed one, whose config.json records a new ``--timesteps``
+    budget (validated by resolve) so that a later --resume keeps it; or a fresh one, refused
+    if it holds a run, with ``config`` written first."""
+    if resumed is not None:
+        run, saved = resumed
+        if args.timesteps != saved["args"]["timesteps"]:
+            print(f"resume: training budget {saved['args']['timesteps']} -> {args.timesteps} steps{what}")
+            saved["args"]["timesteps"] = args.timesteps
+            run.write_config(saved)
+        return run
+    run = RunFolder(args.out or fresh_run_dir(default_run_dir(args)))
+    if run.has_run():
+        raise SystemExit(f"--out {str(run.path)!r} already holds a run; pass --resume to continue it, or another --out")
+    print(f"run folder: {run.path}{what}")
+    run.write_config(config)
+    return run
+
+
+def run_seeds(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
     """Train one run per seed of ``args.seeds`` in ``seed_<k>/`` of one folder (each resumed
     where it stopped; a finished one with this budget is read back, not redone), then write
-    and print the across-seed summary; ``run`` is the folder of a resumed run over seeds."""
+    and print the across-seed summary; ``resumed`` is a resumed run over seeds."""
     # Every option, for every seed, is checked before anything is written; the budget, envs
     # and policy are resolved from the hyperparameter file once, for every seed.
     resolved, config, _ = resolve(args)
     args = dataclasses.replace(args, timesteps=resolved.timesteps, n_envs=resolved.n_envs, policy=resolved.policy)
-    if run is None:
-        run = RunFolder(args.out or fresh_run_dir(default_run_dir(args)))
-        if run.has_run():
-            raise SystemExit(
-                f"--out {str(run.path)!r} already holds a run; pass --resume to continue it, or another --out"
-            )
-        print(f"run folder: {run.path} (one run per seed in seed_<k>/)")
-        run.write_config({"hlgym_version": hlgym.__version__, "args": dataclasses.asdict(args)})
-    elif args.timesteps != run.read_config()["args"]["timesteps"]:
-        saved = run.read_config()
-        print(f"resume: training budget {saved['args']['timesteps']} -> {args.timesteps} steps for every seed")
-        saved["args"]["timesteps"] = args.timesteps
-        run.write_config(saved)
+    run = _open_run(
+        args,
+        resumed,
+        {"hlgym_version": hlgym.__version__, "args": dataclasses.asdict(args)},
+        " (one run per seed in seed_<k>/)" if resumed is None else " for every seed",
+    )
     per_seed: dict[int, dict[str, Evaluation]] = {}
     for k, seed in enumerate(args.seeds):
         sub = run.seed_run(seed)
@@ -478,10 +493,10 @@ def run_seeds(args: Args, run: RunFolder | None) -> dict[str, Evaluation]:
             per_seed[seed] = sub.read_evaluations()
             print("finished earlier: read its results.json")
         elif sub.has_run():
-            resumed, _, saved = _resumed_args(one)
-            per_seed[seed] = run_one(resumed, sub, saved)
+            one, _, saved = _resumed_args(one)
+            per_seed[seed] = run_one(one, (sub, saved))
         else:
-            per_seed[seed] = run_one(one, None, None)
+            per_seed[seed] = run_one(one, None)
     policies = across_seeds(per_seed)
     run.write_seed_results(
         {
@@ -514,32 +529,12 @@ def _finished(run: RunFolder, timesteps: int | None) -> bool:
     return done.get("timesteps") in (timesteps, 0)
 
 
-def run_one(args: Args, run: RunFolder | None, saved: dict[str, Any] | None) -> dict[str, Evaluation]:
-    """Train (or resume: ``run`` and its ``saved`` config) and evaluate one run; returns the
-    evaluations by policy name."""
+def run_one(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
+    """Train (or continue the ``resumed`` run) and evaluate one run; returns the evaluations
+    by policy name."""
     args, config, hp = resolve(args)
-    if run is not None and saved is not None:
-        if args.timesteps != saved["args"]["timesteps"]:
-            # A new budget for the run (validated by resolve): the folder records it, so a
-            # later --resume keeps it.
-            print(f"resume: training budget {saved['args']['timesteps']} -> {args.timesteps} steps")
-            saved["args"]["timesteps"] = args.timesteps
-            run.write_config(saved)
-    else:
-        run = RunFolder(args.out or fresh_run_dir(default_run_dir(args)))
-        if run.has_run():
-            raise SystemExit(
-                f"--out {str(run.path)!r} already holds a run; pass --resume to continue it, or another --out"
-            )
-        print(f"run folder: {run.path}")
-        run.write_config(
-            {
-                "hlgym_version": hlgym.__version__,
-                "args": dataclasses.asdict(args),
-                "hyperparams": hp,
-                "env_config": config.to_dict(),
-            }
-        )
+    body = {"hlgym_version": hlgym.__version__, "args": dataclasses.asdict(args), "hyperparams": hp}
+    run = _open_run(args, resumed, {**body, "env_config": config.to_dict()})
 
     start = time.perf_counter()
     if args.evaluate_model is not None:

@@ -120,15 +120,10 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, fmt: str = "png", uni
     ax = figures.accuracy_vs_cost(records, unit=unit)
     files.append(save(ax.get_figure(root=True), out / f"accuracy_vs_cost.{fmt}"))  # type: ignore[arg-type]
     files.append(save(figures.distributions(records, unit=unit), out / f"distributions.{fmt}"))
-    trained = {r.path.name: r.training for r in runs if r.training}
-    trained.update(
-        {
-            f"{r.path.name}/{s.path.name}" if len(runs) > 1 else s.path.name: s.training
-            for r in runs
-            for s in r.seed_runs
-        }
-    )
-    trained = {name: rows for name, rows in trained.items() if rows}
+    # One curve per run, and per seed of a run over seeds (named by its seed folder).
+    curves = [(r.path.name, r) for r in runs]
+    curves += [(f"{r.path.name}/{s.path.name}" if len(runs) > 1 else s.path.name, s) for r in runs for s in r.seed_runs]
+    trained = {name: r.training for name, r in curves if r.training}
     for r in runs:
         if r.across_seeds:
             name = "seeds" if len(runs) == 1 else f"seeds_{r.path.name}"
