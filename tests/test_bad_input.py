@@ -11,6 +11,7 @@ import pytest
 
 from hlgym.envs import DataNotFoundError, PeerSelectionConfig, PeerSelectionEnv, load_dataset
 from hlgym.envs.config import parse_overrides
+from hlgym.envs.datasets import _load_cached
 
 
 @pytest.mark.parametrize(
@@ -123,6 +124,7 @@ def test_missing_data_says_where_it_looked_and_how_to_provide_it(
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("HLGYM_DATA_DIR", str(tmp_path))
     monkeypatch.setattr("hlgym.envs.datasets._SYSTEM_DIRS", {name: (tmp_path / "nowhere",)})
+    _load_cached.cache_clear()  # an earlier test may have loaded the real files
     with pytest.raises(DataNotFoundError) as err:
         load_dataset(name)
     text = str(err.value)

@@ -67,6 +67,18 @@ CASES: dict[str, dict[str, Any]] = {
         "byzantine_mode": "label_flip",
     },
     "mlp-logits": {"max_rounds": 5, "transfer": "logits", "public_samples": 70, "offline_prob": 0.2},
+    # Domain shift: the peers' domains, target images and MMD alignment (relay; a per-peer mode).
+    "mlp-rotate-mmd": {"max_rounds": 5, "domain_shift": "rotate", "alignment": "mmd"},
+    "mlp-noise-random-distill-mmd": {
+        "max_rounds": 5,
+        "domain_shift": "noise",
+        "source_domains": [0.0, 0.1, 0.2],
+        "target_domain": 0.4,
+        "domain_rule": "random",
+        "transfer": "distill",
+        "alignment": "mmd",
+        "target_samples": 40,
+    },
     "cnn-distill-features": {
         "dataset": "synthetic",
         "model": "cnn",
@@ -120,6 +132,8 @@ def test_same_trajectories_as_dummy_vec_env(case: str) -> None:
         (episode_b,) = batched.get_attr("episode", [i])
         np.testing.assert_array_equal(episode_b.byzantine, episode_d.byzantine)
         assert torch.equal(episode_b.public_x, episode_d.public_x)
+        np.testing.assert_array_equal(episode_b.peer_domains, episode_d.peer_domains)
+        assert torch.equal(episode_b.target_x, episode_d.target_x)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])

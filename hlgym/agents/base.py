@@ -51,6 +51,7 @@ class EpisodeRecord:
         round_bytes: Bytes sent in each round (a failed or offline hop's too).
         byzantine: The episode's byzantine peers (``byzantine_peers``; empty if none).
         byzantine_visits: Rounds in which the model trained at a byzantine peer.
+        peer_domains: Each peer's domain (``domain_shift``; empty if none).
     """
 
     seed: int
@@ -68,6 +69,7 @@ class EpisodeRecord:
     round_bytes: list[int] = field(default_factory=list)
     byzantine: list[int] = field(default_factory=list)
     byzantine_visits: int = 0
+    peer_domains: list[float] = field(default_factory=list)
 
     @property
     def final_accuracy(self) -> float:
@@ -139,7 +141,8 @@ class EpisodeRecorder:
     Args:
         seed: The ``reset`` seed (-1 when the env continued its RNG).
         info: ``reset``'s info.
-        env: The env (its ``positions`` and ``main_classes`` are recorded for drawing).
+        env: The env (its ``positions``, ``main_classes``, ``byzantine`` and
+            ``peer_domains`` are recorded for drawing).
     """
 
     def __init__(self, seed: int, info: dict[str, Any], env: gym.Env[Any, Any]) -> None:
@@ -147,6 +150,7 @@ class EpisodeRecorder:
         positions = getattr(base, "positions", None)
         main_classes = getattr(base, "main_classes", None)
         byzantine = getattr(base, "byzantine", None)
+        domains = getattr(base, "peer_domains", None)
         self.record = EpisodeRecord(
             seed=seed,
             route=[int(info["holder"])],
@@ -156,6 +160,7 @@ class EpisodeRecorder:
             positions=[] if positions is None else np.asarray(positions).tolist(),
             main_classes=[] if main_classes is None else [int(c) for c in main_classes],
             byzantine=[] if byzantine is None else [int(p) for p in np.flatnonzero(byzantine)],
+            peer_domains=[] if domains is None else [float(d) for d in domains],
         )
         self._bytes = int(info["bytes_sent"])
 

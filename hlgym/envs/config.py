@@ -15,6 +15,7 @@ import torch
 from hlgym.envs.datasets import DATASETS
 from hlgym.envs.observation import OBSERVATIONS
 from hlgym.envs.partition import PARTITIONS
+from hlgym.envs.scenarios.domain_shift import ALIGNMENTS, DOMAIN_RULES, DOMAIN_SHIFTS, check_level
 from hlgym.envs.topology import TOPOLOGIES, validate_matrix
 from hlgym.envs.transfer import BYZANTINE_MODES, DISTILL_ON, PER_PEER, TRANSFERS
 from hlgym.models.training import MODELS, OPTIMIZERS
@@ -143,6 +144,31 @@ class PeerSelectionConfig:
     byzantine_scale: float = 0.1
     """``noise``: standard deviation of the noise added to every weight. > 0."""
 
+    # --- scenario: domain shift (hlgym.envs.scenarios.domain_shift; README "Scenarios") ------
+    domain_shift: str | None = None
+    """None (the images as the data set has them), or the transform whose level names a
+    domain: ``"rotate"`` [degrees], ``"invert"`` [share of the negative, 0..1], ``"noise"``
+    [standard deviation], ``"blur"`` [pixels of standard deviation], ``"thicken"`` [pixels]."""
+    source_domains: tuple[float, ...] = (0.0, 15.0, 30.0, 45.0, 60.0)
+    """``domain_shift``: the domains (levels) the peers' training images are in; distinct."""
+    target_domain: float = 75.0
+    """``domain_shift``: the domain of the test images the reward uses; not a source domain."""
+    domain_rule: str = "cycle"
+    """``domain_shift``: which source domain a peer holds: ``"cycle"`` (peer i holds
+    ``source_domains[i % k]``), ``"blocks"`` (runs of neighbouring indices share one) or
+    ``"random"`` (drawn per episode)."""
+    target_samples: int = 64
+    """``domain_shift``: unlabeled target-domain images (training images no peer holds, drawn
+    per episode) that the starter holds: the observation's ``target_distance`` reads them and
+    ``alignment="mmd"`` trains on them. At least 1, at most the unassigned pool."""
+    alignment: str = "none"
+    """``domain_shift``: ``"none"``, or ``"mmd"``: FedKA's knowledge alignment, the target
+    images travel with the model (their bytes count once, on the first hop away from the
+    starter) and local training adds ``alignment_weight`` times the multi-kernel MMD between
+    the penultimate features of each batch and of the target images."""
+    alignment_weight: float = 1.0
+    """``alignment="mmd"``: weight of the MMD term in the local loss. >= 0."""
+
     # --- execution -------------------------------------------------------------------------
     device: str = "cpu"
     """Torch device of data and models, e.g. ``"cpu"`` or ``"cuda"``."""
@@ -150,6 +176,8 @@ class PeerSelectionConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.topology, str):
             object.__setattr__(self, "topology", _as_matrix(self.topology, self.n_peers))
+        if isinstance(self.source_domains, list):  # JSON gives lists; the config holds tuples (hashable)
+            object.__setattr__(self, "source_domains", tuple(self.source_domains))
         _validate(self)
 
     def replace(self, **overrides: Any) -> PeerSelectionConfig:
@@ -172,6 +200,7 @@ class PeerSelectionConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         if not isinstance(self.topology, str):
             out["topology"] = [list(row) for row in self.topology]
+        out["source_domains"] = list(self.source_domains)
         if changed_only:
             default = PeerSelectionConfig()
             out = {k: v for k, v in out.items() if getattr(self, k) != getattr(default, k)}
@@ -296,10 +325,43 @@ def _validate(cfg: PeerSelectionConfig) -> None:
     _int(cfg, "byzantine_peers", 0, cfg.n_peers - 1)
     _choice(cfg, "byzantine_mode", BYZANTINE_MODES)
     _real(cfg, "byzantine_scale", "a number > 0", lambda v: v > 0)
+    _validate_domain_shift(cfg)
     try:
         torch.device(cfg.device)
     except (RuntimeError, TypeError):
         _fail("device", cfg.device, "a torch device such as 'cpu', 'cuda' or 'cuda:0'")
+
+
+def _validate_domain_shift(cfg: PeerSelectionConfig) -> None:
+    shift = cfg.domain_shift
+    if shift is not None:
+        _choice(cfg, "domain_shift", DOMAIN_SHIFTS)
+    _choice(cfg, "domain_rule", DOMAIN_RULES)
+    _int(cfg, "target_samples", 1)
+    _choice(cfg, "alignment", ALIGNMENTS)
+    _real(cfg, "alignment_weight", "a number >= 0", lambda v: v >= 0)
+    sources = cfg.source_domains
+    if not isinstance(sources, tuple) or not sources:
+        _fail("source_domains", sources, "a non-empty list of domains (numbers)")
+    if shift is None:
+        if cfg.alignment != "none":
+            _fail("alignment", cfg.alignment, "'none' without a domain_shift (there is no target domain to align to)")
+        return
+    for level in sources:
+        why = check_level(shift, level)
+        if why is not None:
+            _fail("source_domains", list(sources), f"a list of domains of {shift!r}, each {why}")
+    if len(set(sources)) != len(sources):
+        _fail("source_domains", list(sources), "distinct domains")
+    why = check_level(shift, cfg.target_domain)
+    if why is not None:
+        _fail("target_domain", cfg.target_domain, f"a domain of {shift!r}: {why}")
+    if cfg.target_domain in sources:
+        _fail(
+            "target_domain",
+            cfg.target_domain,
+            f"a domain that is not a source (source_domains={list(sources)}): the target must be unseen",
+        )
 
 
 def parse_pairs(pairs: Sequence[str], option: str = "--env-kwargs") -> dict[str, Any]:

@@ -24,14 +24,27 @@ from hlgym.envs import observation as obs_builders
 from hlgym.envs import partition, topology
 from hlgym.envs.config import PeerSelectionConfig
 from hlgym.envs.datasets import DeviceData, device_data
+from hlgym.envs.scenarios import domain_shift
 from hlgym.envs.transfer import PER_PEER
+from hlgym.models.training import mmd
 
 BYTES_PER_PARAM = 4  # float32 weights travel
 NO_REWARD = {"accuracy": 0.0, "communication": 0.0, "step": 0.0}  # reset's info["rewards"]
 
 RENDER_MODES = ("ansi", "rgb_array")
 StepResult = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
-ProbeStats = tuple[np.ndarray, np.ndarray]  # per peer: mean probe loss, probe accuracy
+
+
+class ProbeStats(NamedTuple):
+    """What the observation reads of the current model on each peer's probe."""
+
+    loss: np.ndarray
+    """Mean cross-entropy per peer [nats]."""
+    accuracy: np.ndarray
+    """Accuracy per peer."""
+    target_distance: np.ndarray | None = None
+    """With a domain shift, per peer: sqrt(MMD^2 / 2) of the penultimate features on the
+    probe and on the target images, in [0, 1]."""
 
 
 class ResetNeededError(RuntimeError):
@@ -55,7 +68,8 @@ class Training(NamedTuple):
     ``source`` is the slot of the arriving model in the modes where every peer keeps its own
     (None in the relay), ``public_x`` the episode's public inputs (``logits``), and
     ``corruption`` what a byzantine receiver does to its trained weights (``"noise"``,
-    ``"sign_flip"``; ``label_flip`` is already in ``y``).
+    ``"sign_flip"``; ``label_flip`` is already in ``y``), ``align_x`` the target-domain images
+    of ``alignment="mmd"``.
     """
 
     slot: int
@@ -65,6 +79,7 @@ class Training(NamedTuple):
     source: int | None = None
     public_x: torch.Tensor | None = None
     corruption: str | None = None
+    align_x: torch.Tensor | None = None
 
 
 def check_render_mode(render_mode: str | None) -> None:
@@ -78,7 +93,8 @@ def spaces_for(config: PeerSelectionConfig) -> tuple[spaces.Box, spaces.Discrete
     """The observation and action spaces of an env with ``config``."""
     n = config.n_peers
     if config.observation == "peer_features":
-        observation = spaces.Box(0.0, 1.0, (n, len(obs_builders.PEER_FEATURES)), np.float32)
+        columns = obs_builders.feature_names(config.domain_shift is not None)
+        observation = spaces.Box(0.0, 1.0, (n, len(columns)), np.float32)
     else:
         observation = spaces.Box(-np.inf, np.inf, (n * config.pca_components,), np.float32)
     return observation, spaces.Discrete(n)
@@ -126,12 +142,12 @@ class Episode:
         self.data = data if data is not None else self.load_data(config)
         # Fail at construction, not at the first reset, when the split asks for too much.
         parts = self._partition(np.random.default_rng(0))
-        if config.transfer == "logits":
-            # Every partitioner leaves the same number of samples to no peer, whatever its draws.
-            pool = self._unassigned(parts).size
-            if config.public_samples > pool:
+        # Every partitioner leaves the same number of samples to no peer, whatever its draws.
+        pool = self._unassigned(parts).size
+        for name, used in (("public_samples", config.transfer == "logits"), ("target_samples", self.shifted)):
+            if used and getattr(config, name) > pool:
                 raise ValueError(
-                    f"public_samples={config.public_samples} is not accepted; accepted: an integer in [1, {pool}] "
+                    f"{name}={getattr(config, name)} is not accepted; accepted: an integer in [1, {pool}] "
                     f"(the training samples no peer holds under partition={config.partition!r})"
                 )
         n = config.n_peers
@@ -156,6 +172,14 @@ class Episode:
         self.public_indices = np.zeros(0, dtype=np.int64)
         """``logits``: the public set's training samples (held by no peer; drawn per episode)."""
         self.public_x = self.data.x_train[:0]
+        self.peer_domains: np.ndarray | None = None
+        """With a ``domain_shift``: each peer's domain (its level, e.g. degrees) this episode."""
+        self.target_indices = np.zeros(0, dtype=np.int64)
+        """With a ``domain_shift``: the unlabeled target images' training samples (held by no peer)."""
+        self.target_x = self.data.x_train[:0]
+        """With a ``domain_shift``: those images in the target domain."""
+        self._targets_sent = False  # alignment="mmd": the target images have left the starter
+        self._probe_rows: list[np.ndarray] = []  # each peer's probe: positions in its own data
         self.byzantine = np.zeros(n, dtype=bool)
         """Which peers corrupt what they return this episode (never in the observation)."""
         self._train_y: dict[int, torch.Tensor] = {}  # label_flip: the byzantine peers' training labels
@@ -178,8 +202,12 @@ class Episode:
 
     @staticmethod
     def load_data(config: PeerSelectionConfig) -> DeviceData:
-        """The data ``config`` asks for, on its device (shared by every episode of the process)."""
-        return device_data(config.dataset, config.data_dir, config.device, config.model == "cnn", config.eval_samples)
+        """The data ``config`` asks for, on its device (shared by every episode of the process);
+        with a ``domain_shift``, its test images are in the target domain."""
+        data = device_data(config.dataset, config.data_dir, config.device, config.model == "cnn", config.eval_samples)
+        if config.domain_shift is None:
+            return data
+        return domain_shift.target_data(data, config.domain_shift, float(config.target_domain))
 
     def __getstate__(self) -> dict[str, Any]:
         # The data set is shared and cached per process: reload it rather than pickle it.
@@ -192,6 +220,18 @@ class Episode:
         self.data = self.load_data(self.config)
 
     # ------------------------------------------------------------------ what the models need
+
+    @property
+    def shifted(self) -> bool:
+        """Whether peers hold their images in domains and the test set is a target domain."""
+        return self.config.domain_shift is not None
+
+    @property
+    def target_bytes(self) -> int:
+        """Bytes of the target images (float32) that travel once with ``alignment="mmd"``."""
+        if self.config.alignment != "mmd":
+            return 0
+        return self.config.target_samples * int(np.prod(self.data.input_shape)) * BYTES_PER_PARAM
 
     @property
     def per_peer(self) -> bool:
@@ -250,21 +290,42 @@ class Episode:
         if self.byzantine[peer] and cfg.byzantine_mode != "label_flip":
             corruption = cfg.byzantine_mode
         y = self._train_y.get(peer, self.peer_y[peer])
+        align = self.target_x if cfg.alignment == "mmd" else None
         if not self.per_peer:
             state = peer if cfg.per_peer_optimizer else 0
-            return Training(0, state, self.peer_x[peer], y, corruption=corruption)
+            return Training(0, state, self.peer_x[peer], y, corruption=corruption, align_x=align)
         if move.prev == peer:  # staying: the holder trains its own model, nothing arrives
-            return Training(peer, 0, self.peer_x[peer], y, corruption=corruption)
+            return Training(peer, 0, self.peer_x[peer], y, corruption=corruption, align_x=align)
         public = self.public_x if cfg.transfer == "logits" else None
-        return Training(peer, 0, self.peer_x[peer], y, move.prev, public, corruption)
+        return Training(peer, 0, self.peer_x[peer], y, move.prev, public, corruption, align)
 
-    def probe_means(self, loss: torch.Tensor, hits: torch.Tensor) -> ProbeStats:
-        """Per-peer means of the probe samples' loss and correctness (``probe_x`` order)."""
+    def probe_means(
+        self,
+        loss: torch.Tensor,
+        hits: torch.Tensor,
+        features: torch.Tensor | None = None,
+        target_features: torch.Tensor | None = None,
+    ) -> ProbeStats:
+        """Per-peer means of the probe samples' loss and correctness (``probe_x`` order),
+        and with a domain shift each peer's distance to the target domain: the MMD between
+        the penultimate ``features`` of its probe and the ``target_features`` of
+        :attr:`target_x`."""
         starts = self._probe_starts
         counts = np.diff(np.append(starts, loss.shape[0]))
         probe_loss = np.add.reduceat(loss.cpu().numpy(), starts) / counts
         probe_acc = np.add.reduceat(hits.cpu().numpy(), starts) / counts
-        return probe_loss, probe_acc
+        if features is None or target_features is None:
+            return ProbeStats(probe_loss, probe_acc)
+        squared = torch.empty(counts.size, dtype=features.dtype, device=features.device)
+        for count in np.unique(counts):  # peers with as many probe samples in one batched call
+            peers = np.flatnonzero(counts == count)
+            rows = torch.from_numpy((starts[peers, None] + np.arange(count)).reshape(-1)).to(features.device)
+            probe = features[rows].view(peers.size, int(count), -1)
+            target = target_features.expand(peers.size, *target_features.shape)
+            squared[torch.from_numpy(peers).to(features.device)] = mmd(probe, target)
+        squared = squared.clamp_min(0.0)
+        # MMD^2 of kernels in (0, 1] lies in [0, 2]: the column is its root over sqrt(2).
+        return ProbeStats(probe_loss, probe_acc, (squared / 2).sqrt().clamp_max(1.0).cpu().numpy())
 
     # ------------------------------------------------------------------ phases (RoundRunner's order)
 
@@ -284,11 +345,9 @@ class Episode:
         self.peer_x = [data.x_train[torch.from_numpy(p).to(device)].contiguous(memory_format=fmt) for p in parts]
         self.peer_y = [data.y_train[torch.from_numpy(p).to(device)] for p in parts]
         self.main_classes = np.array([int(np.bincount(data.labels[p]).argmax()) for p in parts])
-        probes = [p[rng.permutation(p.size)[: cfg.probe_size]] for p in parts]
-        probe_idx = torch.from_numpy(np.concatenate(probes)).to(device)
-        self.probe_x = data.x_train[probe_idx].contiguous(memory_format=fmt)
-        self.probe_y = data.y_train[probe_idx]
-        self._probe_starts = np.cumsum([0] + [p.size for p in probes[:-1]])
+        self._probe_rows = [rng.permutation(p.size)[: cfg.probe_size] for p in parts]
+        self._probe()
+        self._probe_starts = np.cumsum([0] + [r.size for r in self._probe_rows[:-1]])
         if self._fixed is None:
             self.distances, self.positions = topology.euclidean(n, rng, cfg.topology_scale)
         # Draws that only some settings make come last, so the others' episodes are unchanged.
@@ -305,6 +364,9 @@ class Episode:
                     # A class offset in [1, n_classes): every label becomes another class.
                     shift = int(rng.integers(1, data.n_classes))
                     self._train_y[int(peer)] = (self.peer_y[peer] + shift) % data.n_classes
+        if self.shifted:
+            self._shift_domains(parts, rng)
+        self._targets_sent = False
         self.holder = cfg.start_peer
         self.round = 0
         self.last_visit = np.full(n, -1, dtype=np.int64)
@@ -363,6 +425,9 @@ class Episode:
         failed = False
         if peer != prev:
             self.bytes_sent += self.hop_bytes  # sent, whether or not it arrives
+            if not self._targets_sent:  # alignment's target images leave the starter once
+                self.bytes_sent += self.target_bytes
+                self._targets_sent = True
             p = self.config.link_failure_prob
             failed = p > 0 and bool(self.np_random.random() < p)
         self.round += 1
@@ -433,19 +498,19 @@ class Episode:
             rows[self.holder] = self._weights_after
             return obs_builders.hl_pca(rows, cfg.pca_components)
         assert probe is not None, "peer_features needs the probe statistics"
-        probe_loss, probe_acc = probe
         return obs_builders.peer_features(
             holder=self.holder,
             hop_costs=self.distances[self.holder],
             max_cost=float(self.distances.max()),
-            probe_loss=probe_loss,
-            probe_acc=probe_acc,
+            probe_loss=probe.loss,
+            probe_acc=probe.accuracy,
             last_visit=self.last_visit,
             visits=self.visits,
             round_=self.round,
             max_rounds=cfg.max_rounds,
             accuracy=self.accuracy,
             n_classes=self.data.n_classes,
+            target_distance=probe.target_distance,
         )
 
     def info(self, terms: dict[str, float], delivered: bool, hop: float) -> dict[str, Any]:
@@ -473,7 +538,8 @@ class Episode:
 
     def render(self, mode: str | None) -> str | np.ndarray | None:
         """``"ansi"``: one line per round so far (empty before the first reset).
-        ``"rgb_array"``: the peers on the topology, coloured by main class, and the route."""
+        ``"rgb_array"``: the peers on the topology, coloured by main class (by domain with a
+        ``domain_shift``), and the route."""
         if mode == "ansi":
             return "\n".join(self.log)
         if mode == "rgb_array":
@@ -491,6 +557,35 @@ class Episode:
         if cfg.partition == "shards":
             return partition.shards(labels, cfg.n_peers, cfg.classes_per_peer, cfg.samples_per_peer, rng)
         return partition.iid(labels, cfg.n_peers, cfg.samples_per_peer, rng)
+
+    def _probe(self) -> None:
+        """Gather the probes (``_probe_rows`` of each peer's images, as the peer holds them)."""
+        self.probe_x = torch.cat(
+            [x[torch.from_numpy(r).to(x.device)] for x, r in zip(self.peer_x, self._probe_rows, strict=True)]
+        )
+        self.probe_x = self.probe_x.contiguous(memory_format=self.data.memory_format)
+        self.probe_y = torch.cat(
+            [y[torch.from_numpy(r).to(y.device)] for y, r in zip(self.peer_y, self._probe_rows, strict=True)]
+        )
+
+    def _shift_domains(self, parts: list[np.ndarray], rng: np.random.Generator) -> None:
+        """Draw the peers' domains and the target images; render the peers' images (and so
+        their probes) in their domains and the target images in the target domain."""
+        cfg, data = self.config, self.data
+        assert cfg.domain_shift is not None
+        sources = np.asarray(cfg.source_domains, dtype=np.float64)
+        self.peer_domains = sources[domain_shift.assign_domains(cfg.domain_rule, cfg.n_peers, sources.size, rng)]
+        self.target_indices = rng.choice(self._unassigned(parts), size=cfg.target_samples, replace=False)
+        # The transforms' own draws (noise) come from a generator seeded here, on the device.
+        generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        shift, fmt = cfg.domain_shift, data.memory_format
+        self.peer_x = [
+            domain_shift.apply_shift(x, shift, float(level), generator, fmt)
+            for x, level in zip(self.peer_x, self.peer_domains, strict=True)
+        ]
+        self._probe()
+        target = data.x_train[torch.from_numpy(self.target_indices).to(data.x_train.device)]
+        self.target_x = domain_shift.apply_shift(target, shift, float(cfg.target_domain), generator, fmt)
 
     def _unassigned(self, parts: list[np.ndarray]) -> np.ndarray:
         """Training samples no peer holds (the pool of the ``logits`` mode's public set)."""
@@ -516,7 +611,12 @@ class Episode:
         canvas = FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         pos = self.positions
-        ax.scatter(pos[:, 0], pos[:, 1], c=self.main_classes, cmap="tab10", vmin=0, vmax=9, s=200, zorder=3)
+        if self.peer_domains is None:
+            ax.scatter(pos[:, 0], pos[:, 1], c=self.main_classes, cmap="tab10", vmin=0, vmax=9, s=200, zorder=3)
+        else:  # coloured by domain, light to dark in the order of source_domains
+            k = len(self.config.source_domains)
+            index = [self.config.source_domains.index(d) for d in self.peer_domains]
+            ax.scatter(pos[:, 0], pos[:, 1], c=index, cmap="viridis", vmin=0, vmax=max(k - 1, 1), s=200, zorder=3)
         bad = self.byzantine
         if bad.any():  # byzantine peers: a red ring (for analysis; the policy never sees it)
             ax.scatter(pos[bad, 0], pos[bad, 1], s=420, facecolors="none", edgecolors="red", linewidths=2, zorder=2)

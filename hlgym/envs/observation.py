@@ -1,6 +1,7 @@
 """Observation builders: what the meta-policy sees of the peers.
 
-- ``peer_features``: one row of :data:`PEER_FEATURES` per peer, every column in [0, 1].
+- ``peer_features``: one row of :data:`PEER_FEATURES` per peer, every column in [0, 1]
+  (with a ``domain_shift``, :data:`DOMAIN_FEATURES` as well: :func:`feature_names`).
 - ``hl_pca``: the reference's state, PCA(k) over all peers' flattened weights.
 """
 
@@ -20,6 +21,14 @@ PEER_FEATURES = (
     "progress",  # round / max_rounds (the same on every row)
     "accuracy",  # the current test accuracy (the same on every row)
 )
+# With a domain_shift: sqrt(MMD^2 / 2) between the current model's penultimate features on the
+# peer's probe and on the target-domain images (hlgym.models.training.mmd), in [0, 1].
+DOMAIN_FEATURES = ("target_distance",)
+
+
+def feature_names(domain_shift: bool) -> tuple[str, ...]:
+    """The columns of a ``peer_features`` observation (with or without a domain shift)."""
+    return PEER_FEATURES + DOMAIN_FEATURES if domain_shift else PEER_FEATURES
 
 
 def peer_features(
@@ -34,8 +43,9 @@ def peer_features(
     max_rounds: int,
     accuracy: float,
     n_classes: int,
+    target_distance: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Build the ``(n_peers, len(PEER_FEATURES))`` float32 observation.
+    """Build the ``(n_peers, len(feature_names(...)))`` float32 observation.
 
     Args:
         holder: The peer holding the model.
@@ -49,9 +59,11 @@ def peer_features(
         max_rounds: The episode's round limit.
         accuracy: Current test accuracy.
         n_classes: Number of classes (sets the loss scale: ln(n_classes) is chance).
+        target_distance: With a domain shift, each peer's feature distance to the target
+            domain in [0, 1] (the last column); None adds no column.
     """
     n = hop_costs.shape[0]
-    obs = np.empty((n, len(PEER_FEATURES)), dtype=np.float32)
+    obs = np.empty((n, len(feature_names(target_distance is not None))), dtype=np.float32)
     obs[:, 0] = 0.0
     obs[holder, 0] = 1.0
     obs[:, 1] = hop_costs / max_cost if max_cost > 0 else 0.0
@@ -61,6 +73,8 @@ def peer_features(
     obs[:, 5] = visits / max_rounds
     obs[:, 6] = round_ / max_rounds
     obs[:, 7] = accuracy
+    if target_distance is not None:
+        obs[:, 8] = target_distance
     return obs
 
 

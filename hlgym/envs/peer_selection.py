@@ -27,7 +27,9 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
     model reaches a target test accuracy in few rounds and with little communication.
     ``transfer`` other than ``"relay"`` gives every peer its own model and changes what a
     hop sends (weights to blend or distil, or logits on a public set); ``link_failure_prob``
-    and ``byzantine_peers`` add faults (see :mod:`hlgym.envs.transfer`).
+    and ``byzantine_peers`` add faults (see :mod:`hlgym.envs.transfer`). ``domain_shift``
+    renders each peer's images in a domain and tests on an unseen target domain (see
+    :mod:`hlgym.envs.scenarios.domain_shift`).
 
     ## Action Space
 
@@ -41,7 +43,9 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
       peer with the columns of :data:`hlgym.envs.observation.PEER_FEATURES`: holder flag,
       hop cost from the holder, loss and error of the current model on a fixed probe of the
       peer's data, rounds since the peer last trained, visit count, and the episode's
-      progress and accuracy on every row.
+      progress and accuracy on every row. With a ``domain_shift``, ``(n_peers, 9)``: a last
+      column ``target_distance``, the feature distance (MMD) between the peer's probe and
+      the target-domain images under the current model.
     - ``observation="hl_pca"``: ``Box(-inf, inf, (n_peers * pca_components,), float32)``:
       the reference's state, PCA refit each round over the peers' flattened weights after
       local training and before the new model is broadcast.
@@ -158,6 +162,12 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         """Which peers are byzantine this episode (bool per peer; for analysis and plots,
         never in the observation)."""
         return self.episode.byzantine
+
+    @property
+    def peer_domains(self) -> np.ndarray | None:
+        """With a ``domain_shift``: each peer's domain this episode (its level, e.g. degrees of
+        rotation); None before the first reset and without a domain shift."""
+        return self.episode.peer_domains
 
     @property
     def last_timing(self) -> dict[str, float]:

@@ -44,6 +44,15 @@ PRESETS: dict[str, PeerSelectionConfig] = {
     # Goal 0.65, measured (README "Registered ids"): the reference's settings reach about 0.6 by
     # round 20 and peak near 0.67-0.69 by round 36 under a random route.
     "hlgym/HL-FashionMNIST-v0": PeerSelectionConfig(dataset="fashion_mnist", **{**_HL_REFERENCE, "goal": 0.65}),
+    # Domain shift (README "Scenarios"): DomainBed's RotatedMNIST shape, peers at 0..60 degrees,
+    # the reward's test set at 75. Goals measured so a random route seldom reaches them and a
+    # route over the peers nearest the target does (docs/scenarios.md).
+    "hlgym/DomainShift-v0": PeerSelectionConfig(domain_shift="rotate", goal=0.5),
+    "hlgym/DomainShift-FashionMNIST-v0": PeerSelectionConfig(
+        dataset="fashion_mnist",
+        **{**_HL_REFERENCE, "observation": "peer_features", "eval_samples": 2000, "goal": 0.5},
+        domain_shift="rotate",
+    ),
 }
 
 

@@ -43,7 +43,7 @@ from hlgym.envs import transfer
 from hlgym.envs.config import PeerSelectionConfig
 from hlgym.envs.datasets import DeviceData
 from hlgym.envs.episode import Episode, ProbeStats, ResetNeededError, StepResult
-from hlgym.models.work import ModelSpec, ModelWork, TrainJob
+from hlgym.models.work import Alignment, ModelSpec, ModelWork, TrainJob
 
 PHASES = ("train", "evaluate", "observe")  # the keys of last_timing
 
@@ -131,7 +131,10 @@ class RoundRunner:
                 slot = self._slot(i, training.slot)
                 source = None if training.source is None else self._slot(i, training.source)
                 distill = transfer.absorb(self.models, slot, source, training.public_x, episode.config)
-                job = TrainJob(slot, training.state, training.x, training.y, episode.generator, distill)
+                align = None
+                if training.align_x is not None:
+                    align = Alignment(episode.config.alignment_weight, training.align_x)
+                job = TrainJob(slot, training.state, training.x, training.y, episode.generator, distill, align)
                 jobs.append(job)
                 if training.corruption is not None:
                     before = self.models.flat(slot) if training.corruption == "sign_flip" else None
@@ -220,9 +223,19 @@ class RoundRunner:
         if probing:
             episodes = [self.episodes[i] for i in probing]
             xs, ys = [e.probe_x for e in episodes], [e.probe_y for e in episodes]
-            losses = self.models.per_sample_loss_each([self._scored(i) for i in probing], xs, ys)
-            for i, episode, (loss, hits) in zip(probing, episodes, losses, strict=True):
-                out[i] = episode.probe_means(loss, hits)
+            scored = [self._scored(i) for i in probing]
+            losses = self.models.per_sample_loss_each(scored, xs, ys)
+            # With a domain shift: the scored model's features on the probes and the target images.
+            shifted = [j for j, e in enumerate(episodes) if e.shifted]
+            features = self.models.features(
+                [scored[j] for j in shifted] * 2,
+                [xs[j] for j in shifted] + [episodes[j].target_x for j in shifted],
+            )
+            pairs = dict(
+                zip(shifted, zip(features[: len(shifted)], features[len(shifted) :], strict=True), strict=True)
+            )
+            for j, (i, episode, (loss, hits)) in enumerate(zip(probing, episodes, losses, strict=True)):
+                out[i] = episode.probe_means(loss, hits, *pairs.get(j, (None, None)))
         return [out.get(i) for i in indices]
 
     @contextmanager

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hlgym.models.training import OPTIMIZERS, distillation_term, keras_init_, soft_target_loss
+from hlgym.models.training import OPTIMIZERS, distillation_term, keras_init_, mmd, soft_target_loss
 from hlgym.models.work import ModelSpec, TrainJob
 
 # Adam's defaults, as torch.optim.Adam in make_optimizer.
@@ -168,13 +168,24 @@ class StackedModels:
 
     def logits(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Each slot's logits on its own inputs; slots with as many inputs run in one pass."""
-        out: dict[int, torch.Tensor] = {}
+        return [logits for logits, _ in self._forward_each(slots, xs)]
+
+    def features(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each slot's penultimate features on its own inputs; slots with as many inputs run in one pass."""
+        return [features for _, features in self._forward_each(slots, xs)]
+
+    def _forward_each(
+        self, slots: Sequence[int], xs: Sequence[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each slot's logits and penultimate features on its own inputs, without gradients."""
+        out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         with torch.no_grad():  # not inference_mode: the logits become training targets
             for members in _by_size(xs):
                 sl = torch.tensor([slots[j] for j in members], device=xs[members[0]].device)
-                logits = self.forward([p[sl] for p in self.params], torch.stack([xs[j] for j in members]), False)
+                x = torch.stack([xs[j] for j in members])
+                logits, features = self.forward_features([p[sl] for p in self.params], x, False)
                 for row, j in enumerate(members):
-                    out[j] = logits[row]
+                    out[j] = (logits[row], features[row])
         return [out[j] for j in range(len(xs))]
 
     # ------------------------------------------------------------------ compute
@@ -269,12 +280,14 @@ class StackedModels:
             key: tuple[object, ...] = (int(job.y.shape[0]),)
             if d is not None and d.teacher is not None:  # a group's jobs all have teachers or none has
                 key = (*key, d.weight, d.temperature, d.on)
+            if job.align is not None:  # ... and all align, with as many target images, or none does
+                key = (*key, "align", job.align.weight, int(job.align.target_x.shape[0]))
             groups.setdefault(key, []).append(job)
         # Teachers are frozen as the call found them, before any copy trains.
         teachers = {
             key: self._stack([t for t in map(_teacher, group) if t is not None])
             for key, group in groups.items()
-            if len(key) > 1
+            if _teacher(group[0]) is not None
         }
         # Soft targets first: each copy fits its public logits, then trains on its data.
         soft: dict[tuple[int, float, float], list[TrainJob]] = {}
@@ -311,7 +324,8 @@ class StackedModels:
                 ``distill`` says how the loss uses them).
         """
         slots, states = [j.slot for j in jobs], [j.state for j in jobs]
-        distill = jobs[0].distill
+        distill, align = jobs[0].distill, jobs[0].align
+        target_x = None if public or align is None else torch.stack([_target(j) for j in jobs])
         if public:
             assert distill is not None
             x = torch.stack([_public(j)[0] for j in jobs])
@@ -348,6 +362,10 @@ class StackedModels:
                             taught = self.forward_features(teachers, xb, shared=False)
                         term = distillation_term(distill, (logits, features), taught)
                         ce = ce + distill.weight * term.mean(dim=1)
+                    if target_x is not None:
+                        assert align is not None
+                        target = self.forward_features(params, target_x, shared=False)[1]
+                        ce = ce + align.weight * mmd(features, target)
                     loss = ce.sum()
                 grads = torch.autograd.grad(loss, params)
                 steps += 1
@@ -444,6 +462,12 @@ def _public(job: TrainJob) -> tuple[torch.Tensor, torch.Tensor]:
     d = job.distill
     assert d is not None and d.public_x is not None and d.public_logits is not None
     return d.public_x, d.public_logits
+
+
+def _target(job: TrainJob) -> torch.Tensor:
+    """An aligning job's target images."""
+    assert job.align is not None
+    return job.align.target_x
 
 
 def _teacher(job: TrainJob) -> int | None:

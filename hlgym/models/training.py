@@ -18,7 +18,7 @@ from hlgym.models.cnn import HLCNN
 from hlgym.models.mlp import MLP
 
 if TYPE_CHECKING:
-    from hlgym.models.work import Distillation
+    from hlgym.models.work import Alignment, Distillation
 
 MODELS = ("cnn", "mlp")
 OPTIMIZERS = ("adam", "sgd")
@@ -116,6 +116,7 @@ def local_train(
     generator: torch.Generator,
     teacher: nn.Module | None = None,
     distill: Distillation | None = None,
+    align: Alignment | None = None,
 ) -> float:
     """Train ``model`` on one peer's data, reshuffled every epoch as Keras' ``fit`` does.
 
@@ -129,6 +130,8 @@ def local_train(
         generator: Source of the batch order.
         teacher: A frozen model whose knowledge ``distill`` adds to the loss on every batch.
         distill: The distillation term's weight, temperature and target (logits or features).
+        align: Unlabeled target-domain images: every batch adds ``align.weight`` times the
+            :func:`mmd` between the batch's and their penultimate features.
 
     Returns:
         The mean training loss of the last epoch.
@@ -144,14 +147,19 @@ def local_train(
             idx = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
             xb = x[idx]
-            if teacher is None or distill is None:
+            if (teacher is None or distill is None) and align is None:
                 loss = F.cross_entropy(model(xb), y[idx])
             else:
                 logits, features = logits_and_features(model, xb)
-                with torch.no_grad():
-                    taught = logits_and_features(teacher, xb)
-                term = distillation_term(distill, (logits, features), taught)
-                loss = F.cross_entropy(logits, y[idx]) + distill.weight * term.mean()
+                loss = F.cross_entropy(logits, y[idx])
+                if teacher is not None and distill is not None:
+                    with torch.no_grad():
+                        taught = logits_and_features(teacher, xb)
+                    term = distillation_term(distill, (logits, features), taught)
+                    loss = loss + distill.weight * term.mean()
+                if align is not None:
+                    target = logits_and_features(model, align.target_x)[1]
+                    loss = loss + align.weight * mmd(features, target)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             total += loss.detach() * idx.numel()
@@ -234,6 +242,43 @@ def distillation_term(
     if distill.on == "features":
         return feature_distance(student[1], teacher[1])
     return soft_target_loss(student[0], teacher[0], distill.temperature)
+
+
+MMD_KERNELS = 5  # Gaussian kernels of the multi-kernel MMD, as DAN and FedKA use
+
+
+def mmd(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Multi-kernel maximum mean discrepancy (squared, biased estimate) between two samples.
+
+    The kernel is the mean of :data:`MMD_KERNELS` Gaussian kernels whose bandwidths are the
+    mean pairwise squared distance of the pooled sample times 1/4, 1/2, 1, 2 and 4 (the
+    multi-kernel MMD of DAN, Long et al. 2015, which FedKA uses); the bandwidth carries no
+    gradient. Each kernel lies in (0, 1], so the result lies in [0, 2].
+
+    Args:
+        source: ``(..., n, features)``.
+        target: ``(..., m, features)``, the same leading dimensions.
+
+    Returns:
+        ``(...)``: one value per leading index.
+    """
+    x = torch.cat([source, target], dim=-2)
+    gram = x @ x.transpose(-1, -2)
+    sq = gram.diagonal(dim1=-2, dim2=-1)
+    # Squared distances without cdist, whose gradient at a zero distance (the diagonal) is NaN.
+    d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * gram).clamp_min(0.0)
+    total = x.shape[-2]
+    scale = (d2.detach().sum(dim=(-2, -1)) / (total * total - total)).clamp_min(1e-12)
+    # The widest kernel, exp(-d2 / 4s); each narrower one (bandwidth halved) is its square.
+    power = torch.exp(d2 * (-0.25 / scale)[..., None, None])
+    k = power
+    for _ in range(MMD_KERNELS - 1):
+        power = power * power
+        k = k + power
+    # w' K w with w = (1/n, ..., -1/m, ...): mean K(s, s) + mean K(t, t) - 2 mean K(s, t).
+    n, m = source.shape[-2], target.shape[-2]
+    w = torch.cat([x.new_full((n,), 1.0 / n), x.new_full((m,), -1.0 / m)])
+    return (k @ w * w).sum(dim=-1) / MMD_KERNELS
 
 
 def head_layer(model: nn.Module) -> nn.Linear:

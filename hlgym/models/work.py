@@ -33,6 +33,7 @@ from hlgym.models.training import (
     keras_init_model_,
     load_flat_,
     local_train,
+    logits_and_features,
     make_optimizer,
     per_sample_loss,
 )
@@ -116,6 +117,23 @@ class Distillation:
 
 
 @dataclass(frozen=True)
+class Alignment:
+    """Feature alignment to a target domain in a training job (FedKA's knowledge alignment).
+
+    Every local batch adds ``weight`` times the multi-kernel MMD
+    (:func:`~hlgym.models.training.mmd`) between the penultimate features of the batch and
+    of ``target_x``, unlabeled images of the target domain.
+
+    Attributes:
+        weight: Weight of the MMD term.
+        target_x: The target images, ``(m, channels, height, width)``.
+    """
+
+    weight: float
+    target_x: torch.Tensor
+
+
+@dataclass(frozen=True)
 class TrainJob:
     """One slot's local training in a round.
 
@@ -125,7 +143,8 @@ class TrainJob:
         x: Training inputs, ``(n, channels, height, width)``.
         y: Integer labels, ``(n,)``.
         generator: Source of the batch order (the episode's).
-        distill: Knowledge distilled during the job (None: cross-entropy alone).
+        distill: Knowledge distilled during the job (None: none).
+        align: Feature alignment to a target domain (None: none).
     """
 
     slot: int
@@ -134,6 +153,7 @@ class TrainJob:
     y: torch.Tensor
     generator: torch.Generator
     distill: Distillation | None = None
+    align: Alignment | None = None
 
 
 class ModelWork(Protocol):
@@ -160,6 +180,10 @@ class ModelWork(Protocol):
 
     def logits(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Each slot's logits on its own inputs ``xs[i]``: ``(len(xs[i]), n_classes)`` each."""
+        ...
+
+    def features(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each slot's penultimate features on its own inputs ``xs[i]``: ``(len(xs[i]), features)`` each."""
         ...
 
     def per_sample_loss(
@@ -238,16 +262,25 @@ class ModelList:
                 assert d.public_logits is not None
                 fit_soft_targets(model, optimizer, d.public_x, d.public_logits, d, epochs, batch_size, job.generator)
             teacher = None if d is None or d.teacher is None else teachers[d.teacher]
-            local_train(model, optimizer, job.x, job.y, epochs, batch_size, job.generator, teacher=teacher, distill=d)
+            local_train(model, optimizer, job.x, job.y, epochs, batch_size, job.generator, teacher, d, align=job.align)
 
     def logits(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Each slot's logits on its own inputs."""
+        return [logits for logits, _ in self._forward_each(slots, xs)]
+
+    def features(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each slot's penultimate features on its own inputs."""
+        return [features for _, features in self._forward_each(slots, xs)]
+
+    def _forward_each(
+        self, slots: Sequence[int], xs: Sequence[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = []
         for slot, x in zip(slots, xs, strict=True):
             model = self.modules[slot]
             model.eval()
             with torch.no_grad():  # not inference_mode: the logits become training targets
-                out.append(model(x))
+                out.append(logits_and_features(model, x))
         return out
 
     def per_sample_loss(

@@ -259,9 +259,10 @@ def training_curves(
 
 def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", title: str | None = None) -> Axes:
     """One episode's route on the topology: peers at their layout positions, coloured by
-    main class, hops as numbered arrows whose width grows with the hop's cost; byzantine
-    peers (if the episode had any) are ringed in red. A caption says what the marks mean;
-    the legend lists each main class's peers unless peer i holds class i."""
+    main class (by domain when the episode had a ``domain_shift``), hops as numbered arrows
+    whose width grows with the hop's cost; byzantine peers (if the episode had any) are
+    ringed in red. A caption says what the marks mean; the legend lists each domain's or
+    main class's peers (unless peer i holds class i)."""
     if not rec.positions:
         raise ValueError(
             "the record has no peer positions (records from hlgym < 0.1 or a custom env); cannot draw the route"
@@ -298,17 +299,23 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
         )
     # Peer i holding class i (the presets) makes a class legend a list of the labels on the
     # discs: the caption says so instead, and the legend names only what is not on the disc.
-    own_class = bool(rec.main_classes) and np.array_equal(classes, np.arange(len(pos)))
-    for c in np.unique(classes):
-        sel = classes == c
+    # With a domain shift the colour is the peer's domain.
+    by_domain = bool(rec.peer_domains)
+    groups = np.asarray(rec.peer_domains) if by_domain else classes
+    kind = "domain" if by_domain else "class"
+    own_class = not by_domain and bool(rec.main_classes) and np.array_equal(classes, np.arange(len(pos)))
+    for rank, c in enumerate(np.unique(groups)):
+        shade = rank if by_domain else int(c)  # a class keeps its colour across figures
+        sel = groups == c
         peers = np.flatnonzero(sel)
-        label = f"class {c}: peer{'s' if peers.size > 1 else ''} {', '.join(str(i) for i in peers)}"
+        name = f"{c:g}" if by_domain else str(c)
+        label = f"{kind} {name}: peer{'s' if peers.size > 1 else ''} {', '.join(str(i) for i in peers)}"
         ax.scatter(
             pos[sel, 0],
             pos[sel, 1],
             s=260,
-            color=PALETTE[int(c) % len(PALETTE)],
-            marker="os^Dv<>p"[int(c) // len(PALETTE) % 8],
+            color=PALETTE[shade % len(PALETTE)],
+            marker="os^Dv<>p"[shade // len(PALETTE) % 8],
             edgecolor="black",
             zorder=3,
             label=None if own_class else label,
@@ -328,7 +335,11 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
     for i, (x, y) in enumerate(pos):
         ax.text(x, y, str(i), ha="center", va="center", fontsize=8, color="white", fontweight="bold", zorder=4)
     ax.set_title(title or f"Route of episode seed {rec.seed}: {rec.rounds} rounds, cost {rec.comm_cost:.3f}")
-    colour = "colour: main class (peer i holds class i)" if own_class else "colour: main class (legend)"
+    colour = (
+        "colour: main class (peer i holds class i)"
+        if own_class
+        else f"colour: {'domain' if by_domain else 'main class'} (legend)"
+    )
     ax.text(
         0.5,
         -0.01,
@@ -344,6 +355,6 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
     ax.set_yticks([])
     ax.set_aspect("equal", adjustable="datalim")
     if ax.get_legend_handles_labels()[0]:
-        title = None if own_class else "main class"
+        title = None if own_class else ("domain" if by_domain else "main class")
         ax.legend(title=title, fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return ax

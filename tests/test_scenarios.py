@@ -1,0 +1,237 @@
+"""Scenarios: domain shift (peers' images in domains, the test set in an unseen one)."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import hlgym  # noqa: F401  (registers the ids)
+from hlgym.agents import RandomAgent, evaluate
+from hlgym.envs import PeerSelectionConfig, PeerSelectionEnv
+from hlgym.envs.datasets import device_data
+from hlgym.envs.episode import BYTES_PER_PARAM
+from hlgym.envs.scenarios.domain_shift import apply_shift, assign_domains
+from hlgym.envs.transfer import TRANSFERS
+from hlgym.models.training import mmd
+
+SHIFT: dict[str, Any] = {"domain_shift": "rotate", "max_rounds": 6}
+
+
+def _raw() -> torch.Tensor:
+    return device_data("digits", None, "cpu", False, None).x_train
+
+
+# ---------------------------------------------------------------------------- transforms
+
+
+def test_rotate_by_90_degrees_is_a_quarter_turn_counter_clockwise() -> None:
+    x = _raw()[:5]
+    turned = apply_shift(x, "rotate", 90.0, torch.Generator())
+    # Bilinear sampling at exact pixel centres: a quarter turn moves pixels without blending.
+    torch.testing.assert_close(turned, torch.rot90(x, 1, dims=(2, 3)), atol=1e-5, rtol=0)
+    assert torch.equal(apply_shift(x, "rotate", 0.0, torch.Generator()), x)
+
+
+def test_transforms_change_the_images_as_their_levels_say() -> None:
+    x, g = _raw()[:50], torch.Generator().manual_seed(0)
+    torch.testing.assert_close(apply_shift(x, "invert", 1.0, g), 1 - x)
+    torch.testing.assert_close(apply_shift(x, "invert", 0.5, g), torch.full_like(x, 0.5))
+    noisy = apply_shift(x, "noise", 0.2, g)
+    assert noisy.min() >= 0 and noisy.max() <= 1 and 0.05 < (noisy - x).abs().mean() < 0.2
+    assert torch.equal(apply_shift(x, "noise", 0.0, g), x)
+    blurred = apply_shift(x, "blur", 1.0, g)
+    assert (blurred - x).abs().mean() > 0.02 and blurred.max() < x.max()
+    thick = apply_shift(x, "thicken", 1, g)
+    assert (thick >= x).all() and thick.sum() > 1.3 * x.sum()
+    # noise draws from the generator: the same seed, the same images
+    a = apply_shift(x, "noise", 0.3, torch.Generator().manual_seed(5))
+    b = apply_shift(x, "noise", 0.3, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_domain_rules() -> None:
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(assign_domains("cycle", 7, 3, rng), [0, 1, 2, 0, 1, 2, 0])
+    np.testing.assert_array_equal(assign_domains("blocks", 7, 3, rng), [0, 0, 0, 1, 1, 2, 2])
+    drawn = assign_domains("random", 200, 3, rng)
+    assert set(drawn.tolist()) == {0, 1, 2}
+
+
+def test_mmd_is_zero_for_one_sample_and_grows_with_the_shift() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 6, generator=g)
+    assert abs(float(mmd(a, a))) < 1e-6
+    near, far = mmd(a, torch.randn(40, 6, generator=g) + 0.2), mmd(a, torch.randn(40, 6, generator=g) + 2.0)
+    assert 0 < float(near) < float(far) <= 2
+    source = a.clone().requires_grad_()
+    # A zero distance (every pair of a sample with itself) has a finite gradient.
+    mmd(source, source.detach()).backward()  # type: ignore[no-untyped-call]
+    assert source.grad is not None and torch.isfinite(source.grad).all()
+    batched = mmd(torch.stack([a, a + 1]), torch.stack([a + 1, a + 1]))
+    torch.testing.assert_close(batched, torch.stack([mmd(a, a + 1), mmd(a + 1, a + 1)]))
+
+
+# ---------------------------------------------------------------------------- the env
+
+
+def test_peers_hold_their_domains_and_the_reward_tests_the_target() -> None:
+    env = PeerSelectionEnv(**SHIFT)
+    assert env.peer_domains is None  # before the first reset
+    env.reset(seed=3)
+    assert env.peer_domains is not None
+    np.testing.assert_array_equal(env.peer_domains, [0, 15, 30, 45, 60] * 2)
+    raw = _raw()
+    episode = env.episode
+    for peer in (0, 7):
+        expected = apply_shift(
+            raw[torch.from_numpy(episode.peer_indices[peer])], "rotate", env.peer_domains[peer], torch.Generator()
+        )
+        torch.testing.assert_close(episode.peer_x[peer], expected)
+    base = device_data("digits", None, "cpu", False, None)
+    torch.testing.assert_close(episode.data.x_eval, apply_shift(base.x_eval, "rotate", 75.0, torch.Generator()))
+    assert episode.target_x.shape == (64, 1, 8, 8)
+    held = np.concatenate(episode.peer_indices)
+    assert not np.isin(episode.target_indices, held).any()  # unlabeled images no peer holds
+    plain = PeerSelectionEnv(max_rounds=6)
+    assert plain.peer_domains is None
+    plain.reset(seed=3)
+    assert plain.peer_domains is None
+
+
+def test_observation_says_which_peers_are_near_the_target() -> None:
+    env = PeerSelectionEnv(**SHIFT)
+    assert env.observation_space.shape == (10, 9)
+    near, far = [], []
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        assert env.observation_space.contains(obs)
+        assert env.peer_domains is not None
+        near.append(obs[env.peer_domains == 60, 8].mean())
+        far.append(obs[env.peer_domains == 0, 8].mean())
+    # Rotated by 15 degrees from the target vs 75: the features tell them apart.
+    assert np.mean(near) < np.mean(far)
+
+
+def test_random_rule_draws_domains_per_episode_and_copies_agree() -> None:
+    env = PeerSelectionEnv(
+        domain_shift="noise", source_domains=[0.0, 0.1, 0.2], target_domain=0.4, domain_rule="random"
+    )
+    env.reset(seed=1)
+    assert env.peer_domains is not None
+    first = env.peer_domains.copy()
+    env.reset(seed=2)
+    assert not np.array_equal(first, env.peer_domains)
+    clone = pickle.loads(pickle.dumps(env))
+    actions = [4, 2, 2, 7]
+    for a in actions:
+        ours, theirs = env.step(a), clone.step(a)
+        np.testing.assert_array_equal(ours[0], theirs[0])
+        assert ours[1] == theirs[1]
+
+
+def test_alignment_sends_the_target_images_once_and_changes_training() -> None:
+    plain = PeerSelectionEnv(**SHIFT)
+    aligned = PeerSelectionEnv(**SHIFT, alignment="mmd", alignment_weight=2.0)
+    plain.reset(seed=0)
+    aligned.reset(seed=0)
+    image_bytes = 64 * 8 * 8 * BYTES_PER_PARAM
+    infos = [(plain.step(a)[4], aligned.step(a)[4]) for a in (0, 3, 5)]
+    assert infos[0][1]["bytes_sent"] == infos[0][0]["bytes_sent"] == 0  # staying at the starter sends nothing
+    assert infos[1][1]["bytes_sent"] == infos[1][0]["bytes_sent"] + image_bytes
+    assert infos[2][1]["bytes_sent"] == infos[2][0]["bytes_sent"] + image_bytes  # once, not per hop
+    w_plain = torch.cat([p.reshape(-1) for p in plain.model.parameters()])
+    w_aligned = torch.cat([p.reshape(-1) for p in aligned.model.parameters()])
+    assert not torch.allclose(w_plain, w_aligned)
+
+
+@pytest.mark.parametrize("transfer", TRANSFERS)
+def test_every_transfer_mode_runs_with_domain_shift_and_alignment(transfer: str) -> None:
+    env = PeerSelectionEnv(**SHIFT, alignment="mmd", transfer=transfer, public_samples=50)
+    obs, _ = env.reset(seed=0)
+    for a in (2, 2, 6, 9):
+        obs, reward, *_ = env.step(a)
+        assert env.observation_space.contains(obs) and np.isfinite(float(reward))
+
+
+def test_route_map_colours_peers_by_domain() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hlgym.plots import figures
+
+    env = gym.make("hlgym/DomainShift-v0", max_rounds=4)
+    (record,) = evaluate(RandomAgent(seed=0), env, episodes=1).records
+    assert record.peer_domains == [0, 15, 30, 45, 60] * 2
+    ax = figures.route(record)
+    labels = ax.get_legend_handles_labels()[1]
+    assert "domain 0: peers 0, 5" in labels and "domain 60: peers 4, 9" in labels
+    drawn = gym.make("hlgym/DomainShift-v0", max_rounds=4, render_mode="rgb_array")
+    drawn.reset(seed=0)
+    image = drawn.render()
+    assert isinstance(image, np.ndarray) and image.shape[2] == 3
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"domain_shift": "shear"}, "domain_shift='shear' is not accepted; accepted: 'rotate', 'invert'"),
+        (
+            {"domain_shift": "rotate", "target_domain": 30},
+            "target_domain=30 is not accepted; accepted: a domain that is not a source",
+        ),
+        (
+            {"domain_shift": "invert"},
+            "accepted: a list of domains of 'invert', each a number in [0, 1]",
+        ),
+        ({"domain_shift": "thicken", "source_domains": [0, 1.5], "target_domain": 3}, "each an integer >= 0"),
+        ({"domain_shift": "rotate", "source_domains": [0, 15, 15]}, "accepted: distinct domains"),
+        ({"domain_shift": "rotate", "source_domains": []}, "source_domains=() is not accepted"),
+        (
+            {"domain_shift": "noise", "source_domains": [0, 0.1], "target_domain": -1},
+            "target_domain=-1 is not accepted; accepted: a domain of 'noise': a number >= 0",
+        ),
+        (
+            {"domain_shift": "rotate", "domain_rule": "spiral"},
+            "domain_rule='spiral' is not accepted; accepted: 'cycle', 'blocks', 'random'",
+        ),
+        ({"alignment": "mmd"}, "alignment='mmd' is not accepted; accepted: 'none' without a domain_shift"),
+        (
+            {"domain_shift": "rotate", "alignment": "coral"},
+            "alignment='coral' is not accepted; accepted: 'none', 'mmd'",
+        ),
+        (
+            {"domain_shift": "rotate", "alignment_weight": -1},
+            "alignment_weight=-1 is not accepted; accepted: a number >= 0",
+        ),
+        (
+            {"domain_shift": "rotate", "target_samples": 0},
+            "target_samples=0 is not accepted; accepted: an integer >= 1",
+        ),
+    ],
+)
+def test_bad_domain_shift_settings_name_what_is_accepted(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        PeerSelectionConfig(**kwargs)
+    assert message in str(err.value)
+
+
+def test_too_many_target_samples_names_the_pool() -> None:
+    with pytest.raises(ValueError, match=r"target_samples=5000 is not accepted; accepted: an integer in \[1, 297\]"):
+        PeerSelectionEnv(domain_shift="rotate", target_samples=5000)
+
+
+def test_registered_kwargs_are_plain_json() -> None:
+    spec = gym.spec("hlgym/DomainShift-v0")
+    restored = gym.envs.registration.EnvSpec.from_json(spec.to_json())
+    assert restored.kwargs == spec.kwargs
+    config = PeerSelectionConfig.from_dict(spec.kwargs["config"])
+    assert config.source_domains == (0.0, 15.0, 30.0, 45.0, 60.0) and config.domain_shift == "rotate"
+    assert PeerSelectionConfig.from_dict(config.to_dict()) == config
