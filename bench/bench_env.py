@@ -6,6 +6,7 @@ several n_envs, and memory across resets.
     python bench/bench_env.py --steps 200 --json bench/results.json
     python bench/bench_env.py --n-envs 2 4 8 16    # the vector-env table at these sizes
     python bench/bench_env.py --transfer           # only: step time of every transfer mode
+    python bench/bench_env.py --scenarios          # only: step time of the domain-shift ids
 
 Prints tables and writes JSON. Figures only: nothing here asserts a time.
 """
@@ -38,6 +39,18 @@ from hlgym.envs.transfer import TRANSFERS
 MODES: dict[str, dict[str, Any]] = {
     **{mode: {"transfer": mode} for mode in TRANSFERS},
     "distill (features)": {"transfer": "distill", "distill_on": "features"},
+}
+# The domain-shift ids' settings timed by --scenarios (the registered rotation unless named).
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "rotate": {},
+    "rotate + mmd": {"alignment": "mmd"},
+    "noise (random rule)": {
+        "domain_shift": "noise",
+        "source_domains": [0.0, 0.1, 0.2, 0.3],
+        "target_domain": 0.5,
+        "domain_rule": "random",
+    },
+    "average + mmd": {"transfer": "average", "alignment": "mmd"},
 }
 
 
@@ -252,15 +265,19 @@ def _table(rows: list[dict[str, Any]], columns: list[Column]) -> None:
         print(" ".join(f"{cell(r):<{-w}}" if w < 0 else f"{cell(r):>{w}}" for _, w, cell in columns))
 
 
-def bench_transfer(steps: int, hl_steps: int, vec_steps: int, n_envs: int) -> list[dict[str, Any]]:
-    """Step time of every transfer mode, alone and in the batched env, on the default env and
-    (if its data is here) HL-FashionMNIST; prints a table and returns its rows."""
+def bench_settings(
+    env_ids: tuple[str, str],
+    settings: dict[str, dict[str, Any]],
+    steps: int,
+    hl_steps: int,
+    vec_steps: int,
+    n_envs: int,
+) -> list[dict[str, Any]]:
+    """Step time of each of ``settings``, alone and in the batched env, on a digits id and
+    (if its data is here) a Fashion-MNIST id; prints a table and returns its rows."""
     rows = []
-    for env_id, n_steps, n_vec in (
-        ("hlgym/PeerSelection-v0", steps, 10 * vec_steps),
-        ("hlgym/HL-FashionMNIST-v0", hl_steps, vec_steps),
-    ):
-        for name, overrides in MODES.items():
+    for env_id, n_steps, n_vec in ((env_ids[0], steps, 10 * vec_steps), (env_ids[1], hl_steps, vec_steps)):
+        for name, overrides in settings.items():
             try:
                 single = bench(env_id, n_steps, goal=1.0, **overrides)
             except DataNotFoundError:
@@ -272,11 +289,12 @@ def bench_transfer(steps: int, hl_steps: int, vec_steps: int, n_envs: int) -> li
     _table(
         rows,
         [
-            ("env", -26, lambda r: r["env_id"]),
-            ("mode", -18, lambda r: r["mode"]),
+            ("env", -34, lambda r: r["env_id"]),
+            ("setting", -19, lambda r: r["mode"]),
             ("step ms", 8, lambda r: f"{r['single']['step_ms_median']:.2f}"),
             ("train ms", 8, lambda r: f"{r['single']['train_ms_median']:.2f}"),
             ("evaluate", 8, lambda r: f"{r['single']['evaluate_ms_median']:.2f}"),
+            ("observe", 8, lambda r: f"{r['single']['observe_ms_median']:.2f}"),
             (f"Dummy x{n_envs}", 9, lambda r: f"{1e3 / r['vec']['dummy_env_steps_per_s']:.2f}"),
             (f"batched x{n_envs}", 11, lambda r: f"{1e3 / r['vec']['batched_env_steps_per_s']:.2f}"),
         ],
@@ -295,14 +313,19 @@ def main() -> None:
     parser.add_argument("--vec-steps", type=int, default=4, help="vector steps per timed block on the HL presets")
     parser.add_argument("--json", default="bench/results.json", help="where to write the figures")
     parser.add_argument("--transfer", action="store_true", help="only time every transfer mode (alone and batched)")
+    parser.add_argument("--scenarios", action="store_true", help="only time the domain-shift ids (alone and batched)")
     args = parser.parse_args()
     if any(n < 1 for n in args.n_envs):
         parser.error(f"--n-envs {args.n_envs}: accepted: integers >= 1")
-    if args.transfer:
+    if args.transfer or args.scenarios:
         n = max(args.n_envs)
-        rows = bench_transfer(args.steps, args.hl_steps, args.vec_steps, n)
+        if args.transfer:
+            ids, settings, name = ("hlgym/PeerSelection-v0", "hlgym/HL-FashionMNIST-v0"), MODES, "transfer"
+        else:
+            ids, settings, name = ("hlgym/DomainShift-v0", "hlgym/DomainShift-FashionMNIST-v0"), SCENARIOS, "scenarios"
+        rows = bench_settings(ids, settings, args.steps, args.hl_steps, args.vec_steps, n)
         meta = {"hlgym": hlgym.__version__, "torch": torch.__version__, "threads": torch.get_num_threads()}
-        path = Path(args.json).with_name("transfer.json")
+        path = Path(args.json).with_name(f"{name}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"meta": meta, "machine": platform.processor(), "rows": rows}, indent=2) + "\n")
         print(f"wrote {path}")

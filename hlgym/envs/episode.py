@@ -588,7 +588,8 @@ class Episode:
         self.target_x = domain_shift.apply_shift(target, shift, float(cfg.target_domain), generator, fmt)
 
     def _unassigned(self, parts: list[np.ndarray]) -> np.ndarray:
-        """Training samples no peer holds (the pool of the ``logits`` mode's public set)."""
+        """Training samples no peer holds (the pool of the ``logits`` mode's public set and of
+        a domain shift's target images)."""
         held = np.zeros(self.data.labels.shape[0], dtype=bool)
         for p in parts:
             held[p] = True
@@ -614,9 +615,9 @@ class Episode:
         if self.peer_domains is None:
             ax.scatter(pos[:, 0], pos[:, 1], c=self.main_classes, cmap="tab10", vmin=0, vmax=9, s=200, zorder=3)
         else:  # coloured by domain, light to dark in the order of source_domains
-            k = len(self.config.source_domains)
+            top = max(len(self.config.source_domains) - 1, 1)
             index = [self.config.source_domains.index(d) for d in self.peer_domains]
-            ax.scatter(pos[:, 0], pos[:, 1], c=index, cmap="viridis", vmin=0, vmax=max(k - 1, 1), s=200, zorder=3)
+            ax.scatter(pos[:, 0], pos[:, 1], c=index, cmap="viridis", vmin=0, vmax=top, s=200, zorder=3)
         bad = self.byzantine
         if bad.any():  # byzantine peers: a red ring (for analysis; the policy never sees it)
             ax.scatter(pos[bad, 0], pos[bad, 1], s=420, facecolors="none", edgecolors="red", linewidths=2, zorder=2)
