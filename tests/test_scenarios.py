@@ -228,6 +228,11 @@ def test_too_many_target_samples_names_the_pool() -> None:
         PeerSelectionEnv(domain_shift="rotate", target_samples=5000)
 
 
+def test_no_unassigned_images_says_how_to_leave_some() -> None:
+    with pytest.raises(ValueError, match=r"accepted: none: every training sample is a peer.s .*samples_per_peer"):
+        PeerSelectionEnv(domain_shift="rotate", partition="iid")
+
+
 def test_registered_kwargs_are_plain_json() -> None:
     spec = gym.spec("hlgym/DomainShift-v0")
     restored = gym.envs.registration.EnvSpec.from_json(spec.to_json())

@@ -146,9 +146,11 @@ class Episode:
         pool = self._unassigned(parts).size
         for name, used in (("public_samples", config.transfer == "logits"), ("target_samples", self.shifted)):
             if used and getattr(config, name) > pool:
+                accepted = f"an integer in [1, {pool}]" if pool else "none: every training sample is a peer's"
                 raise ValueError(
-                    f"{name}={getattr(config, name)} is not accepted; accepted: an integer in [1, {pool}] "
-                    f"(the training samples no peer holds under partition={config.partition!r})"
+                    f"{name}={getattr(config, name)} is not accepted; accepted: {accepted} "
+                    f"(the training samples no peer holds under partition={config.partition!r}; "
+                    "samples_per_peer or fewer peers leave some)"
                 )
         n = config.n_peers
         self._fixed: tuple[np.ndarray, ...] | None = None
