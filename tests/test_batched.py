@@ -188,7 +188,7 @@ def test_stacked_models_distil_as_the_model_list(kind: str) -> None:
         jobs = []
         for i in range(2):
             if kind == "soft-targets":
-                (logits,) = works.logits([i + 2], [public[i]])
+                ((logits, _),) = works.outputs([i + 2], [public[i]])
                 d = Distillation(0.7, 2.5, public_x=public[i], public_logits=logits)
             else:
                 d = Distillation(0.7, 2.5, kind.split("-")[1], teacher=i + 2)

@@ -348,7 +348,6 @@ class Episode:
         self.peer_y = [data.y_train[torch.from_numpy(p).to(device)] for p in parts]
         self.main_classes = np.array([int(np.bincount(data.labels[p]).argmax()) for p in parts])
         self._probe_rows = [rng.permutation(p.size)[: cfg.probe_size] for p in parts]
-        self._probe()
         self._probe_starts = np.cumsum([0] + [r.size for r in self._probe_rows[:-1]])
         if self._fixed is None:
             self.distances, self.positions = topology.euclidean(n, rng, cfg.topology_scale)
@@ -368,6 +367,7 @@ class Episode:
                     self._train_y[int(peer)] = (self.peer_y[peer] + shift) % data.n_classes
         if self.shifted:
             self._shift_domains(parts, rng)
+        self._probe()  # from the peers' images as they hold them (after a domain shift's rendering)
         self._targets_sent = False
         self.holder = cfg.start_peer
         self.round = 0
@@ -571,8 +571,8 @@ class Episode:
         )
 
     def _shift_domains(self, parts: list[np.ndarray], rng: np.random.Generator) -> None:
-        """Draw the peers' domains and the target images; render the peers' images (and so
-        their probes) in their domains and the target images in the target domain."""
+        """Draw the peers' domains and the target images; render the peers' images in their
+        domains and the target images in the target domain."""
         cfg, data = self.config, self.data
         assert cfg.domain_shift is not None
         sources = np.asarray(cfg.source_domains, dtype=np.float64)
@@ -585,7 +585,6 @@ class Episode:
             domain_shift.apply_shift(x, shift, float(level), generator, fmt)
             for x, level in zip(self.peer_x, self.peer_domains, strict=True)
         ]
-        self._probe()
         target = data.x_train[torch.from_numpy(self.target_indices).to(data.x_train.device)]
         self.target_x = domain_shift.apply_shift(target, shift, float(cfg.target_domain), generator, fmt)
 

@@ -227,13 +227,12 @@ class RoundRunner:
             losses = self.models.per_sample_loss_each(scored, xs, ys)
             # With a domain shift: the scored model's features on the probes and the target images.
             shifted = [j for j, e in enumerate(episodes) if e.shifted]
-            features = self.models.features(
+            outputs = self.models.outputs(
                 [scored[j] for j in shifted] * 2,
                 [xs[j] for j in shifted] + [episodes[j].target_x for j in shifted],
             )
-            pairs = dict(
-                zip(shifted, zip(features[: len(shifted)], features[len(shifted) :], strict=True), strict=True)
-            )
+            k = len(shifted)  # outputs: the probes' of every shifted episode, then their targets'
+            pairs = {j: (outputs[m][1], outputs[k + m][1]) for m, j in enumerate(shifted)}
             for j, (i, episode, (loss, hits)) in enumerate(zip(probing, episodes, losses, strict=True)):
                 out[i] = episode.probe_means(loss, hits, *pairs.get(j, (None, None)))
         return [out.get(i) for i in indices]

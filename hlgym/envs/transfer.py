@@ -78,7 +78,7 @@ def absorb(
     if mode == "distill":
         return Distillation(config.distill_weight, config.distill_temperature, config.distill_on, teacher=source)
     assert public_x is not None, "the logits mode needs the episode's public set"
-    (public_logits,) = models.logits([source], [public_x])
+    ((public_logits, _),) = models.outputs([source], [public_x])
     return Distillation(
         config.distill_weight, config.distill_temperature, "logits", public_x=public_x, public_logits=public_logits
     )

@@ -166,18 +166,9 @@ class StackedModels:
                 p[slot].copy_(flat[offset : offset + size].view(p.shape[1:]))
                 offset += size
 
-    def logits(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Each slot's logits on its own inputs; slots with as many inputs run in one pass."""
-        return [logits for logits, _ in self._forward_each(slots, xs)]
-
-    def features(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Each slot's penultimate features on its own inputs; slots with as many inputs run in one pass."""
-        return [features for _, features in self._forward_each(slots, xs)]
-
-    def _forward_each(
-        self, slots: Sequence[int], xs: Sequence[torch.Tensor]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each slot's logits and penultimate features on its own inputs, without gradients."""
+    def outputs(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each slot's logits and penultimate features on its own inputs, without gradients;
+        slots with as many inputs run in one pass."""
         out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         with torch.no_grad():  # not inference_mode: the logits become training targets
             for members in _by_size(xs):

@@ -178,12 +178,9 @@ class ModelWork(Protocol):
         is read as it was before the call)."""
         ...
 
-    def logits(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Each slot's logits on its own inputs ``xs[i]``: ``(len(xs[i]), n_classes)`` each."""
-        ...
-
-    def features(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Each slot's penultimate features on its own inputs ``xs[i]``: ``(len(xs[i]), features)`` each."""
+    def outputs(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each slot's logits and penultimate features on its own inputs ``xs[i]``, without
+        gradients: ``(len(xs[i]), n_classes)`` and ``(len(xs[i]), features)`` each."""
         ...
 
     def per_sample_loss(
@@ -264,17 +261,8 @@ class ModelList:
             teacher = None if d is None or d.teacher is None else teachers[d.teacher]
             local_train(model, optimizer, job.x, job.y, epochs, batch_size, job.generator, teacher, d, align=job.align)
 
-    def logits(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Each slot's logits on its own inputs."""
-        return [logits for logits, _ in self._forward_each(slots, xs)]
-
-    def features(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Each slot's penultimate features on its own inputs."""
-        return [features for _, features in self._forward_each(slots, xs)]
-
-    def _forward_each(
-        self, slots: Sequence[int], xs: Sequence[torch.Tensor]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def outputs(self, slots: Sequence[int], xs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each slot's logits and penultimate features on its own inputs."""
         out = []
         for slot, x in zip(slots, xs, strict=True):
             model = self.modules[slot]
