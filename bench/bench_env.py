@@ -6,7 +6,7 @@ several n_envs, and memory across resets.
     python bench/bench_env.py --steps 200 --json bench/results.json
     python bench/bench_env.py --n-envs 2 4 8 16    # the vector-env table at these sizes
     python bench/bench_env.py --transfer           # only: step time of every transfer mode
-    python bench/bench_env.py --scenarios          # only: step time of the domain-shift ids
+    python bench/bench_env.py --scenarios          # only: step time of the scenario ids
 
 Prints tables and writes JSON. Figures only: nothing here asserts a time.
 """
@@ -51,6 +51,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "domain_rule": "random",
     },
     "average + mmd": {"transfer": "average", "alignment": "mmd"},
+}
+# The modality-experts id's settings timed by --scenarios (the registered halves unless named).
+MODALITIES: dict[str, dict[str, Any]] = {
+    "columns (2)": {},
+    "rows (4), random rule": {"modality_split": "rows", "modalities": 4, "modality_rule": "random"},
+    "average": {"transfer": "average"},
+    "logits": {"transfer": "logits"},
 }
 
 
@@ -266,17 +273,19 @@ def _table(rows: list[dict[str, Any]], columns: list[Column]) -> None:
 
 
 def bench_settings(
-    env_ids: tuple[str, str],
-    settings: dict[str, dict[str, Any]],
+    plan: list[tuple[str, dict[str, dict[str, Any]]]],
     steps: int,
     hl_steps: int,
     vec_steps: int,
     n_envs: int,
 ) -> list[dict[str, Any]]:
-    """Step time of each of ``settings``, alone and in the batched env, on a digits id and
-    (if its data is here) a Fashion-MNIST id; prints a table and returns its rows."""
+    """Step time of each id's settings in ``plan``, alone and in the batched env (an id on
+    28x28 data, if its data is here, with ``hl_steps`` and ``vec_steps``; a digits id with
+    ``steps`` and ten times ``vec_steps``); prints a table and returns its rows."""
     rows = []
-    for env_id, n_steps, n_vec in ((env_ids[0], steps, 10 * vec_steps), (env_ids[1], hl_steps, vec_steps)):
+    for env_id, settings in plan:
+        digits = PRESETS[env_id].dataset == "digits"
+        n_steps, n_vec = (steps, 10 * vec_steps) if digits else (hl_steps, vec_steps)
         for name, overrides in settings.items():
             try:
                 single = bench(env_id, n_steps, goal=1.0, **overrides)
@@ -313,17 +322,22 @@ def main() -> None:
     parser.add_argument("--vec-steps", type=int, default=4, help="vector steps per timed block on the HL presets")
     parser.add_argument("--json", default="bench/results.json", help="where to write the figures")
     parser.add_argument("--transfer", action="store_true", help="only time every transfer mode (alone and batched)")
-    parser.add_argument("--scenarios", action="store_true", help="only time the domain-shift ids (alone and batched)")
+    parser.add_argument("--scenarios", action="store_true", help="only time the scenario ids (alone and batched)")
     args = parser.parse_args()
     if any(n < 1 for n in args.n_envs):
         parser.error(f"--n-envs {args.n_envs}: accepted: integers >= 1")
     if args.transfer or args.scenarios:
         n = max(args.n_envs)
         if args.transfer:
-            ids, settings, name = ("hlgym/PeerSelection-v0", "hlgym/HL-FashionMNIST-v0"), MODES, "transfer"
+            plan, name = [("hlgym/PeerSelection-v0", MODES), ("hlgym/HL-FashionMNIST-v0", MODES)], "transfer"
         else:
-            ids, settings, name = ("hlgym/DomainShift-v0", "hlgym/DomainShift-FashionMNIST-v0"), SCENARIOS, "scenarios"
-        rows = bench_settings(ids, settings, args.steps, args.hl_steps, args.vec_steps, n)
+            plan = [
+                ("hlgym/DomainShift-v0", SCENARIOS),
+                ("hlgym/DomainShift-FashionMNIST-v0", SCENARIOS),
+                ("hlgym/ModalityExperts-v0", MODALITIES),
+            ]
+            name = "scenarios"
+        rows = bench_settings(plan, args.steps, args.hl_steps, args.vec_steps, n)
         meta = {"hlgym": hlgym.__version__, "torch": torch.__version__, "threads": torch.get_num_threads()}
         path = Path(args.json).with_name(f"{name}.json")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 
 import hlgym  # noqa: F401  (registers the ids)
-from hlgym.agents import GreedyNearestAgent, RandomAgent, RoundRobinAgent, evaluate
+from hlgym.agents import BASELINES, evaluate
 from hlgym.agents.base import Agent, Stat
 from hlgym.atomic import write_json_atomic
 from hlgym.envs import PeerSelectionEnv
@@ -43,14 +44,17 @@ ALIGNMENT_POLICIES = ("random", "round_robin")
 METRICS = ("reached_goal", "rounds", "comm_cost", "final_accuracy")
 
 
-class NearTargetRoute:
-    """An oracle route for calibration: cycles over the peers whose domain is one of the two
-    source domains nearest the target, in index order (reads the env's ``peer_domains``)."""
+Pick = Callable[[PeerSelectionEnv], np.ndarray]  # the peers an oracle route cycles over
 
-    def __init__(self, env: gym.Env[Any, Any]) -> None:
+
+class CycleRoute:
+    """An oracle route for calibration: cycles over the peers ``pick(env)`` names (it reads
+    what no policy sees, such as ``peer_domains``), in index order."""
+
+    def __init__(self, env: gym.Env[Any, Any], pick: Pick) -> None:
         base = env.unwrapped
         assert isinstance(base, PeerSelectionEnv)
-        self.env = base
+        self.env, self.pick = base, pick
         self.rounds = 0
 
     def reset(self) -> None:
@@ -58,25 +62,27 @@ class NearTargetRoute:
         self.rounds = 0
 
     def act(self, obs: Any, info: dict[str, Any]) -> int:
-        """The next near-target peer."""
-        config, domains = self.env.config, self.env.peer_domains
-        assert domains is not None, "the near-target route needs a domain-shift env"
-        sources = np.asarray(config.source_domains, dtype=np.float64)
-        nearest = sources[np.argsort(np.abs(sources - config.target_domain), kind="stable")[:2]]
-        peers = np.flatnonzero(np.isin(domains, nearest))
+        """The next peer of the cycle."""
+        peers = self.pick(self.env)
         self.rounds += 1
         return int(peers[(self.rounds - 1) % peers.size])
 
 
-def make_agent(name: str, env: gym.Env[Any, Any]) -> Agent:
-    """The route policy ``name``."""
-    if name == "random":
-        return RandomAgent(seed=0)
-    if name == "round_robin":
-        return RoundRobinAgent()
-    if name == "greedy":
-        return GreedyNearestAgent()
-    return NearTargetRoute(env)
+def near_target(env: PeerSelectionEnv) -> np.ndarray:
+    """The peers whose domain is one of the two source domains nearest the target."""
+    config, domains = env.config, env.peer_domains
+    assert domains is not None, "the near-target route needs a domain-shift env"
+    sources = np.asarray(config.source_domains, dtype=np.float64)
+    nearest = sources[np.argsort(np.abs(sources - config.target_domain), kind="stable")[:2]]
+    return np.flatnonzero(np.isin(domains, nearest))
+
+
+def make_agent(name: str, env: gym.Env[Any, Any], pick: Pick = near_target) -> Agent:
+    """A built-in baseline by name (random seeded with 0), else the oracle route over ``pick``."""
+    if name in BASELINES:
+        agent: Agent = BASELINES["random"](seed=0) if name == "random" else BASELINES[name]()
+        return agent
+    return CycleRoute(env, pick)
 
 
 def play(env_id: str, policy: str, episodes: int, seed: int, **kwargs: Any) -> dict[str, Any]:

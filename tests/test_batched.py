@@ -79,6 +79,16 @@ CASES: dict[str, dict[str, Any]] = {
         "alignment": "mmd",
         "target_samples": 40,
     },
+    # Modality experts: each peer holds one strip of its images (relay; a per-peer mode on rows).
+    "mlp-modalities": {"max_rounds": 5, "modality_split": "columns"},
+    "mlp-modalities-rows-random-logits": {
+        "max_rounds": 5,
+        "modality_split": "rows",
+        "modalities": 3,
+        "modality_rule": "random",
+        "transfer": "logits",
+        "public_samples": 60,
+    },
     "cnn-distill-features": {
         "dataset": "synthetic",
         "model": "cnn",
@@ -122,6 +132,8 @@ def test_same_trajectories_as_dummy_vec_env(case: str) -> None:
                 assert info_b[key] == info_d[key], key
             for key in ("accuracy", "mean_peer_accuracy"):
                 assert info_b.get(key) == pytest.approx(info_d.get(key), abs=1e-6)
+            if "modality_accuracy" in info_d:
+                np.testing.assert_allclose(info_b["modality_accuracy"], info_d["modality_accuracy"], atol=1e-6)
             if "terminal_observation" in info_d:
                 np.testing.assert_allclose(info_b["terminal_observation"], info_d["terminal_observation"], atol=tol)
         episodes_ended += int(done_d.sum())
@@ -133,6 +145,7 @@ def test_same_trajectories_as_dummy_vec_env(case: str) -> None:
         np.testing.assert_array_equal(episode_b.byzantine, episode_d.byzantine)
         assert torch.equal(episode_b.public_x, episode_d.public_x)
         np.testing.assert_array_equal(episode_b.peer_domains, episode_d.peer_domains)
+        np.testing.assert_array_equal(episode_b.peer_modalities, episode_d.peer_modalities)
         assert torch.equal(episode_b.target_x, episode_d.target_x)
 
 

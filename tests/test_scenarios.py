@@ -1,4 +1,5 @@
-"""Scenarios: domain shift (peers' images in domains, the test set in an unseen one)."""
+"""Scenarios: domain shift (peers' images in domains, the test set in an unseen one) and
+modality experts (each peer holds one view of its examples)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ import pytest
 import torch
 
 import hlgym  # noqa: F401  (registers the ids)
-from hlgym.agents import RandomAgent, evaluate
+from hlgym.agents import RandomAgent
+from hlgym.agents import evaluate as evaluate_agent
 from hlgym.envs import PeerSelectionConfig, PeerSelectionEnv
 from hlgym.envs.datasets import device_data
 from hlgym.envs.episode import BYTES_PER_PARAM
-from hlgym.envs.scenarios.domain_shift import apply_shift, assign_domains
+from hlgym.envs.scenarios import assign_peers
+from hlgym.envs.scenarios.domain_shift import apply_shift
+from hlgym.envs.scenarios.modality_experts import full_views, view
 from hlgym.envs.transfer import TRANSFERS
-from hlgym.models.training import mmd
+from hlgym.models.experts import ExpertsSpec, ModalityExperts, strip_bounds
+from hlgym.models.training import build_model, evaluate, logits_and_features, mmd
 
 SHIFT: dict[str, Any] = {"domain_shift": "rotate", "max_rounds": 6}
 
@@ -56,9 +61,9 @@ def test_transforms_change_the_images_as_their_levels_say() -> None:
 
 def test_domain_rules() -> None:
     rng = np.random.default_rng(0)
-    np.testing.assert_array_equal(assign_domains("cycle", 7, 3, rng), [0, 1, 2, 0, 1, 2, 0])
-    np.testing.assert_array_equal(assign_domains("blocks", 7, 3, rng), [0, 0, 0, 1, 1, 2, 2])
-    drawn = assign_domains("random", 200, 3, rng)
+    np.testing.assert_array_equal(assign_peers("cycle", 7, 3, rng), [0, 1, 2, 0, 1, 2, 0])
+    np.testing.assert_array_equal(assign_peers("blocks", 7, 3, rng), [0, 0, 0, 1, 1, 2, 2])
+    drawn = assign_peers("random", 200, 3, rng)
     assert set(drawn.tolist()) == {0, 1, 2}
 
 
@@ -149,33 +154,6 @@ def test_alignment_sends_the_target_images_once_and_changes_training() -> None:
     assert not torch.allclose(w_plain, w_aligned)
 
 
-@pytest.mark.parametrize("transfer", TRANSFERS)
-def test_every_transfer_mode_runs_with_domain_shift_and_alignment(transfer: str) -> None:
-    env = PeerSelectionEnv(**SHIFT, alignment="mmd", transfer=transfer, public_samples=50)
-    obs, _ = env.reset(seed=0)
-    for a in (2, 2, 6, 9):
-        obs, reward, *_ = env.step(a)
-        assert env.observation_space.contains(obs) and np.isfinite(float(reward))
-
-
-def test_route_map_colours_peers_by_domain() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from hlgym.plots import figures
-
-    env = gym.make("hlgym/DomainShift-v0", max_rounds=4)
-    (record,) = evaluate(RandomAgent(seed=0), env, episodes=1).records
-    assert record.peer_domains == [0, 15, 30, 45, 60] * 2
-    ax = figures.route(record)
-    labels = ax.get_legend_handles_labels()[1]
-    assert "domain 0: peers 0, 5" in labels and "domain 60: peers 4, 9" in labels
-    drawn = gym.make("hlgym/DomainShift-v0", max_rounds=4, render_mode="rgb_array")
-    drawn.reset(seed=0)
-    image = drawn.render()
-    assert isinstance(image, np.ndarray) and image.shape[2] == 3
-
-
 # ---------------------------------------------------------------------------- bad input
 
 
@@ -240,3 +218,182 @@ def test_registered_kwargs_are_plain_json() -> None:
     config = PeerSelectionConfig.from_dict(spec.kwargs["config"])
     assert config.source_domains == (0.0, 15.0, 30.0, 45.0, 60.0) and config.domain_shift == "rotate"
     assert PeerSelectionConfig.from_dict(config.to_dict()) == config
+
+
+# ---------------------------------------------------------------------------- modality experts
+
+VIEWS: dict[str, Any] = {"modality_split": "columns", "max_rounds": 6}
+
+
+def test_strips_and_views_keep_one_strip_of_every_image() -> None:
+    assert strip_bounds(8, 2) == [(0, 4), (4, 8)]
+    assert strip_bounds(8, 3) == [(0, 2), (2, 5), (5, 8)]
+    x = full_views(_raw()[:4])
+    assert x.shape == (4, 2, 8, 8) and torch.equal(x[:, 1], torch.ones(4, 8, 8))
+    right = view(x, "columns", 2, 1)
+    assert torch.equal(right[..., 4:], x[..., 4:]) and not right[..., :4].any()
+    top = view(x, "rows", 3, 0)
+    assert torch.equal(top[..., :2, :], x[..., :2, :]) and not top[..., 2:, :].any()
+
+
+def _experts(modalities: int = 2) -> ModalityExperts:
+    spec = ExpertsSpec("columns", modalities, 16, 0.07)
+    model = build_model("mlp", (2, 8, 8), 10, torch.Generator().manual_seed(0), 24, spec)
+    assert isinstance(model, ModalityExperts)
+    return model
+
+
+def test_one_view_is_embedded_by_its_own_encoder_and_fused_views_by_the_mean() -> None:
+    model = _experts()
+    x = full_views(_raw()[:6])
+    left, right = view(x, "columns", 2, 0), view(x, "columns", 2, 1)
+    z_left, z_right, z_fused = (logits_and_features(model, v)[1] for v in (left, right, x))
+    with torch.no_grad():
+        model.encoders[1].weight.add_(1.0)  # type: ignore[operator]  # the right half's encoder
+    torch.testing.assert_close(logits_and_features(model, left)[1], z_left)
+    assert not torch.allclose(logits_and_features(model, right)[1], z_right)
+    torch.testing.assert_close(z_fused, torch.nn.functional.normalize(z_left + z_right, dim=1))
+    # InfoNCE against the class embeddings at temperature 0.07 is cross-entropy on cosine / 0.07.
+    logits = model(x)
+    classes = torch.nn.functional.normalize(model.classes.weight, dim=1)
+    z = logits_and_features(model, x)[1]
+    torch.testing.assert_close(logits, z @ classes.T / 0.07)
+    assert torch.equal(logits.argmax(dim=1), (z @ classes.T).argmax(dim=1))  # the nearest class embedding
+
+
+def test_a_peer_trains_its_views_encoder_the_projection_and_the_classes() -> None:
+    env = PeerSelectionEnv(**VIEWS)
+    env.reset(seed=0)
+    assert env.peer_modalities is not None
+    np.testing.assert_array_equal(env.peer_modalities, [0, 1] * 5)
+    before = {k: v.clone() for k, v in env.model.state_dict().items()}
+    env.step(2)  # peer 2 holds the left half
+    after = env.model.state_dict()
+    assert torch.equal(after["encoders.1.weight"], before["encoders.1.weight"])
+    for name in ("encoders.0.weight", "projection.weight", "classes.weight"):
+        assert not torch.equal(after[name], before[name]), name
+    episode = env.episode
+    for peer in (2, 3):
+        x, strip = episode.peer_x[peer], slice(0, 4) if peer % 2 == 0 else slice(4, 8)
+        assert x.shape[1] == 2 and torch.equal(x[:, 1, :, strip], torch.ones_like(x[:, 1, :, strip]))
+        assert int(x[:, 1].sum()) == x.shape[0] * 32  # nothing outside the strip
+
+
+def test_modality_accuracy_is_each_views_test_accuracy_and_an_observation_column() -> None:
+    env = PeerSelectionEnv(**VIEWS)
+    assert env.observation_space.shape == (10, 9)
+    obs, info = env.reset(seed=1)
+    for a in (0, 1, 4):
+        obs, _, _, _, info = env.step(a)
+    data = env.episode.data
+    for m in range(2):
+        expected = evaluate(env.model, data.eval_views[m], data.y_eval).accuracy
+        assert info["modality_accuracy"][m] == pytest.approx(expected, abs=1e-6)
+    assert info["accuracy"] == pytest.approx(evaluate(env.model, data.x_eval, data.y_eval).accuracy, abs=1e-6)
+    assert env.peer_modalities is not None
+    np.testing.assert_allclose(obs[:, 8], info["modality_accuracy"][env.peer_modalities], atol=1e-6)
+
+
+def test_modality_rules_and_pickling() -> None:
+    env = PeerSelectionEnv(modality_split="rows", modalities=3, modality_rule="random", max_rounds=6)
+    env.reset(seed=1)
+    assert env.peer_modalities is not None
+    first = env.peer_modalities.copy()
+    env.reset(seed=2)
+    assert not np.array_equal(first, env.peer_modalities)
+    clone = pickle.loads(pickle.dumps(env))
+    for a in (4, 2, 2, 7):
+        ours, theirs = env.step(a), clone.step(a)
+        np.testing.assert_array_equal(ours[0], theirs[0])
+        assert ours[1] == theirs[1]
+        np.testing.assert_array_equal(ours[4]["modality_accuracy"], theirs[4]["modality_accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"modality_split": "diagonal"},
+            "modality_split='diagonal' is not accepted; accepted: 'columns', 'rows'",
+        ),
+        ({"modality_split": "columns", "modalities": 1}, "modalities=1 is not accepted; accepted: an integer >= 2"),
+        (
+            {"modality_split": "columns", "model": "cnn"},
+            "model='cnn' is not accepted; accepted: 'mlp' with modality_split='columns'",
+        ),
+        (
+            {"modality_split": "rows", "domain_shift": "rotate"},
+            "domain_shift='rotate' is not accepted; accepted: None with modality_split='rows' (one scenario",
+        ),
+        (
+            {"modality_split": "columns", "contrastive_temperature": 0},
+            "contrastive_temperature=0 is not accepted; accepted: a number > 0",
+        ),
+        (
+            {"modality_split": "columns", "modality_rule": "spiral"},
+            "modality_rule='spiral' is not accepted; accepted: 'cycle', 'blocks', 'random'",
+        ),
+    ],
+)
+def test_bad_modality_settings_name_what_is_accepted(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        PeerSelectionConfig(**kwargs)
+    assert message in str(err.value)
+
+
+def test_more_modalities_than_the_image_has_pixels_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"modalities=9 is not accepted; accepted: an integer in \[2, 8\] \(the dig"):
+        PeerSelectionEnv(modality_split="columns", modalities=9)
+    PeerSelectionEnv(modality_split="rows", modalities=8)  # one pixel per strip is fine
+
+
+# ---------------------------------------------------------------------------- both scenarios
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "domain shift + mmd": {**SHIFT, "alignment": "mmd"},
+    "modality experts + a byzantine peer": {**VIEWS, "byzantine_peers": 1},
+}
+
+
+@pytest.mark.parametrize("transfer", TRANSFERS)
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_transfer_mode_runs_in_every_scenario(scenario: str, transfer: str) -> None:
+    env = PeerSelectionEnv(**SCENARIOS[scenario], transfer=transfer, public_samples=50)
+    obs, _ = env.reset(seed=0)
+    for a in (2, 2, 6, 9):
+        obs, reward, *_ = env.step(a)
+        assert env.observation_space.contains(obs) and np.isfinite(float(reward))
+
+
+@pytest.mark.parametrize(
+    ("env_id", "field", "groups", "labels"),
+    [
+        (
+            "hlgym/DomainShift-v0",
+            "peer_domains",
+            [0, 15, 30, 45, 60] * 2,
+            ["domain 0: peers 0, 5", "domain 60: peers 4, 9"],
+        ),
+        (
+            "hlgym/ModalityExperts-v0",
+            "peer_modalities",
+            [0, 1] * 5,
+            ["modality 0: peers 0, 2, 4, 6, 8", "modality 1: peers 1, 3, 5, 7, 9"],
+        ),
+    ],
+)
+def test_route_map_colours_peers_by_their_group(env_id: str, field: str, groups: list[int], labels: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hlgym.plots import figures
+
+    env = gym.make(env_id, max_rounds=4)
+    (record,) = evaluate_agent(RandomAgent(seed=0), env, episodes=1).records
+    assert getattr(record, field) == groups
+    drawn_labels = figures.route(record).get_legend_handles_labels()[1]
+    assert set(labels) <= set(drawn_labels)
+    drawn = gym.make(env_id, max_rounds=4, render_mode="rgb_array")
+    drawn.reset(seed=0)
+    image = drawn.render()
+    assert isinstance(image, np.ndarray) and image.shape[2] == 3

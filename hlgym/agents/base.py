@@ -52,6 +52,7 @@ class EpisodeRecord:
         byzantine: The episode's byzantine peers (``byzantine_peers``; empty if none).
         byzantine_visits: Rounds in which the model trained at a byzantine peer.
         peer_domains: Each peer's domain (``domain_shift``; empty if none).
+        peer_modalities: The view each peer holds (``modality_split``; empty if none).
     """
 
     seed: int
@@ -70,6 +71,7 @@ class EpisodeRecord:
     byzantine: list[int] = field(default_factory=list)
     byzantine_visits: int = 0
     peer_domains: list[float] = field(default_factory=list)
+    peer_modalities: list[int] = field(default_factory=list)
 
     @property
     def final_accuracy(self) -> float:
@@ -141,8 +143,8 @@ class EpisodeRecorder:
     Args:
         seed: The ``reset`` seed (-1 when the env continued its RNG).
         info: ``reset``'s info.
-        env: The env (its ``positions``, ``main_classes``, ``byzantine`` and
-            ``peer_domains`` are recorded for drawing).
+        env: The env (its ``positions``, ``main_classes``, ``byzantine``,
+            ``peer_domains`` and ``peer_modalities`` are recorded for drawing).
     """
 
     def __init__(self, seed: int, info: dict[str, Any], env: gym.Env[Any, Any]) -> None:
@@ -151,6 +153,7 @@ class EpisodeRecorder:
         main_classes = getattr(base, "main_classes", None)
         byzantine = getattr(base, "byzantine", None)
         domains = getattr(base, "peer_domains", None)
+        modalities = getattr(base, "peer_modalities", None)
         self.record = EpisodeRecord(
             seed=seed,
             route=[int(info["holder"])],
@@ -161,6 +164,7 @@ class EpisodeRecorder:
             main_classes=[] if main_classes is None else [int(c) for c in main_classes],
             byzantine=[] if byzantine is None else [int(p) for p in np.flatnonzero(byzantine)],
             peer_domains=[] if domains is None else [float(d) for d in domains],
+            peer_modalities=[] if modalities is None else [int(m) for m in modalities],
         )
         self._bytes = int(info["bytes_sent"])
 

@@ -15,7 +15,9 @@ import torch
 from hlgym.envs.datasets import DATASETS
 from hlgym.envs.observation import OBSERVATIONS
 from hlgym.envs.partition import PARTITIONS
-from hlgym.envs.scenarios.domain_shift import ALIGNMENTS, DOMAIN_RULES, DOMAIN_SHIFTS, check_level
+from hlgym.envs.scenarios import PEER_RULES
+from hlgym.envs.scenarios.domain_shift import ALIGNMENTS, DOMAIN_SHIFTS, check_level
+from hlgym.envs.scenarios.modality_experts import MODALITY_SPLITS
 from hlgym.envs.topology import TOPOLOGIES, validate_matrix
 from hlgym.envs.transfer import BYZANTINE_MODES, DISTILL_ON, PER_PEER, TRANSFERS
 from hlgym.models.training import MODELS, OPTIMIZERS
@@ -168,6 +170,26 @@ class PeerSelectionConfig:
     the penultimate features of each batch and of the target images."""
     alignment_weight: float = 1.0
     """``alignment="mmd"``: weight of the MMD term in the local loss. >= 0."""
+
+    # --- scenario: modality experts (hlgym.envs.scenarios.modality_experts; README "Scenarios") ---
+    modality_split: str | None = None
+    """None (one network reads whole images), or how every example is cut into views
+    (modalities) of which each peer holds one: ``"columns"`` (vertical strips, left to right:
+    2 are the left and the right half) or ``"rows"`` (horizontal strips, top to bottom). The
+    model is then :class:`~hlgym.models.experts.ModalityExperts` (an MLP encoder per view,
+    ``model="mlp"`` only), trained with the InfoNCE loss against learned class embeddings."""
+    modalities: int = 2
+    """``modality_split``: views per example; at least 2, at most the image's pixels across
+    the split (8 for the 8x8 digits)."""
+    modality_rule: str = "cycle"
+    """``modality_split``: which view a peer holds: ``"cycle"`` (peer i holds view
+    ``i % modalities``), ``"blocks"`` (runs of neighbouring indices share one) or
+    ``"random"`` (drawn per episode)."""
+    embedding_dim: int = 32
+    """``modality_split``: dimension of the shared embedding space of samples and classes."""
+    contrastive_temperature: float = 0.07
+    """``modality_split``: temperature of the InfoNCE loss (cosine similarities divided by
+    it; BiCSL's 0.07). > 0."""
 
     # --- execution -------------------------------------------------------------------------
     device: str = "cpu"
@@ -326,6 +348,7 @@ def _validate(cfg: PeerSelectionConfig) -> None:
     _choice(cfg, "byzantine_mode", BYZANTINE_MODES)
     _real(cfg, "byzantine_scale", "a number > 0", lambda v: v > 0)
     _validate_domain_shift(cfg)
+    _validate_modalities(cfg)
     try:
         torch.device(cfg.device)
     except (RuntimeError, TypeError):
@@ -336,7 +359,7 @@ def _validate_domain_shift(cfg: PeerSelectionConfig) -> None:
     shift = cfg.domain_shift
     if shift is not None:
         _choice(cfg, "domain_shift", DOMAIN_SHIFTS)
-    _choice(cfg, "domain_rule", DOMAIN_RULES)
+    _choice(cfg, "domain_rule", PEER_RULES)
     _int(cfg, "target_samples", 1)
     _choice(cfg, "alignment", ALIGNMENTS)
     _real(cfg, "alignment_weight", "a number >= 0", lambda v: v >= 0)
@@ -361,6 +384,27 @@ def _validate_domain_shift(cfg: PeerSelectionConfig) -> None:
             "target_domain",
             cfg.target_domain,
             f"a domain that is not a source (source_domains={list(sources)}): the target must be unseen",
+        )
+
+
+def _validate_modalities(cfg: PeerSelectionConfig) -> None:
+    split = cfg.modality_split
+    if split is not None:
+        _choice(cfg, "modality_split", MODALITY_SPLITS)
+    # The upper bound (the image's pixels across the split) is checked with the data: Episode.load_data.
+    _int(cfg, "modalities", 2)
+    _choice(cfg, "modality_rule", PEER_RULES)
+    _int(cfg, "embedding_dim", 1)
+    _real(cfg, "contrastive_temperature", "a number > 0", lambda v: v > 0)
+    if split is None:
+        return
+    if cfg.model != "mlp":
+        _fail("model", cfg.model, f"'mlp' with modality_split={split!r} (the modality experts' encoders are MLPs)")
+    if cfg.domain_shift is not None:
+        _fail(
+            "domain_shift",
+            cfg.domain_shift,
+            f"None with modality_split={split!r} (one scenario at a time: domain shift or modality experts)",
         )
 
 

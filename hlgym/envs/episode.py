@@ -24,7 +24,7 @@ from hlgym.envs import observation as obs_builders
 from hlgym.envs import partition, topology
 from hlgym.envs.config import PeerSelectionConfig
 from hlgym.envs.datasets import DeviceData, device_data
-from hlgym.envs.scenarios import domain_shift
+from hlgym.envs.scenarios import assign_peers, domain_shift, modality_experts
 from hlgym.envs.transfer import PER_PEER
 from hlgym.models.training import mmd
 
@@ -93,7 +93,7 @@ def spaces_for(config: PeerSelectionConfig) -> tuple[spaces.Box, spaces.Discrete
     """The observation and action spaces of an env with ``config``."""
     n = config.n_peers
     if config.observation == "peer_features":
-        columns = obs_builders.feature_names(config.domain_shift is not None)
+        columns = obs_builders.feature_names(config.domain_shift is not None, config.modality_split is not None)
         observation = spaces.Box(0.0, 1.0, (n, len(columns)), np.float32)
     else:
         observation = spaces.Box(-np.inf, np.inf, (n * config.pca_components,), np.float32)
@@ -181,6 +181,10 @@ class Episode:
         self.target_x = self.data.x_train[:0]
         """With a ``domain_shift``: those images in the target domain."""
         self._targets_sent = False  # alignment="mmd": the target images have left the starter
+        self.peer_modalities: np.ndarray | None = None
+        """With a ``modality_split``: the view (modality index) each peer holds this episode."""
+        self.modality_accuracy: np.ndarray | None = None
+        """With a ``modality_split``: the current model's test accuracy through each view alone."""
         self._probe_rows: list[np.ndarray] = []  # each peer's probe: positions in its own data
         self.byzantine = np.zeros(n, dtype=bool)
         """Which peers corrupt what they return this episode (never in the observation)."""
@@ -205,11 +209,27 @@ class Episode:
     @staticmethod
     def load_data(config: PeerSelectionConfig) -> DeviceData:
         """The data ``config`` asks for, on its device (shared by every episode of the process);
-        with a ``domain_shift``, its test images are in the target domain."""
+        with a ``domain_shift``, its test images are in the target domain; with a
+        ``modality_split``, every image carries the views it holds (a presence channel).
+
+        Raises:
+            ValueError: If the images cannot be cut into ``modalities`` strips.
+        """
         data = device_data(config.dataset, config.data_dir, config.device, config.model == "cnn", config.eval_samples)
-        if config.domain_shift is None:
+        if config.domain_shift is not None:
+            return domain_shift.target_data(data, config.domain_shift, float(config.target_domain))
+        split = config.modality_split
+        if split is None:
             return data
-        return domain_shift.target_data(data, config.domain_shift, float(config.target_domain))
+        most = modality_experts.split_size(split, data.input_shape)
+        if config.modalities > most:
+            across = "wide" if split == "columns" else "high"
+            raise ValueError(
+                f"modalities={config.modalities} is not accepted; accepted: an integer in [2, {most}] "
+                f"(the {config.dataset} images are {most} pixels {across}: modality_split={split!r} "
+                "cuts them into strips of one pixel at least)"
+            )
+        return modality_experts.modality_data(data, split, config.modalities)
 
     def __getstate__(self) -> dict[str, Any]:
         # The data set is shared and cached per process: reload it rather than pickle it.
@@ -227,6 +247,11 @@ class Episode:
     def shifted(self) -> bool:
         """Whether peers hold their images in domains and the test set is a target domain."""
         return self.config.domain_shift is not None
+
+    @property
+    def has_views(self) -> bool:
+        """Whether each peer holds one view (modality) of its examples (``modality_split``)."""
+        return self.config.modality_split is not None
 
     @property
     def target_bytes(self) -> int:
@@ -367,6 +392,8 @@ class Episode:
                     self._train_y[int(peer)] = (self.peer_y[peer] + shift) % data.n_classes
         if self.shifted:
             self._shift_domains(parts, rng)
+        if self.has_views:
+            self._split_views(rng)
         self._probe()  # from the peers' images as they hold them (after a domain shift's rendering)
         self._targets_sent = False
         self.holder = cfg.start_peer
@@ -377,11 +404,12 @@ class Episode:
         self.bytes_sent = 0
         self.online = np.ones(n, dtype=bool)
 
-    def start(self, accuracy: float, weights: np.ndarray | None) -> None:
+    def start(self, accuracy: float, weights: np.ndarray | None, modality_accuracy: np.ndarray | None = None) -> None:
         """Open the episode with the initial model's test accuracy (and, for ``hl_pca``, the
         flat weights of every slot, ``(model_slots, n_params)``; every peer holds the same
-        initial model)."""
+        initial model; with a ``modality_split``, its accuracy through each view alone)."""
         self.accuracy = self.peer_accuracy = accuracy
+        self.modality_accuracy = modality_accuracy
         if weights is not None:
             self._peer_weights = weights
             self._weights_before = self._weights_after = weights[0]
@@ -457,12 +485,19 @@ class Episode:
         self.visits[move.peer] += 1
 
     def conclude(
-        self, move: Move, accuracy: float, probe: ProbeStats | None, peer_accuracy: float | None = None
+        self,
+        move: Move,
+        accuracy: float,
+        probe: ProbeStats | None,
+        peer_accuracy: float | None = None,
+        modality_accuracy: np.ndarray | None = None,
     ) -> StepResult:
         """Score the round given the holder's model's test accuracy, (``peer_features``) its
-        per-peer probe statistics and (``track_peer_accuracy``) the mean accuracy of every
-        peer's model; returns the step's ``(obs, reward, terminated, truncated, info)``."""
+        per-peer probe statistics, (``track_peer_accuracy``) the mean accuracy of every
+        peer's model and (``modality_split``) its accuracy through each view alone; returns
+        the step's ``(obs, reward, terminated, truncated, info)``."""
         self.accuracy = accuracy
+        self.modality_accuracy = modality_accuracy
         self.peer_accuracy = accuracy if peer_accuracy is None else peer_accuracy
         reward, terms = self.reward(accuracy, move.hop)
         terminated = accuracy >= self.config.goal
@@ -513,6 +548,7 @@ class Episode:
             accuracy=self.accuracy,
             n_classes=self.data.n_classes,
             target_distance=probe.target_distance,
+            view_accuracy=self._view_accuracy(),
         )
 
     def info(self, terms: dict[str, float], delivered: bool, hop: float) -> dict[str, Any]:
@@ -532,7 +568,17 @@ class Episode:
         }
         if self.config.track_peer_accuracy:
             out["mean_peer_accuracy"] = self.peer_accuracy
+        if self.modality_accuracy is not None:
+            out["modality_accuracy"] = self.modality_accuracy.copy()
         return out
+
+    def _view_accuracy(self) -> np.ndarray | None:
+        """Each peer's row of the ``modality_accuracy`` column: the current model's test
+        accuracy through the view the peer holds (None without a modality split)."""
+        if self.modality_accuracy is None or self.peer_modalities is None:
+            return None
+        column: np.ndarray = self.modality_accuracy[self.peer_modalities]
+        return column
 
     def action_masks(self) -> np.ndarray:
         """Peers that can receive the model this round (all of them before the first reset)."""
@@ -541,7 +587,7 @@ class Episode:
     def render(self, mode: str | None) -> str | np.ndarray | None:
         """``"ansi"``: one line per round so far (empty before the first reset).
         ``"rgb_array"``: the peers on the topology, coloured by main class (by domain with a
-        ``domain_shift``), and the route."""
+        ``domain_shift``, by modality with a ``modality_split``), and the route."""
         if mode == "ansi":
             return "\n".join(self.log)
         if mode == "rgb_array":
@@ -576,7 +622,7 @@ class Episode:
         cfg, data = self.config, self.data
         assert cfg.domain_shift is not None
         sources = np.asarray(cfg.source_domains, dtype=np.float64)
-        self.peer_domains = sources[domain_shift.assign_domains(cfg.domain_rule, cfg.n_peers, sources.size, rng)]
+        self.peer_domains = sources[assign_peers(cfg.domain_rule, cfg.n_peers, sources.size, rng, "domain_rule")]
         self.target_indices = rng.choice(self._unassigned(parts), size=cfg.target_samples, replace=False)
         # The transforms' own draws (noise) come from a generator seeded here, on the device.
         generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
@@ -587,6 +633,16 @@ class Episode:
         ]
         target = data.x_train[torch.from_numpy(self.target_indices).to(data.x_train.device)]
         self.target_x = domain_shift.apply_shift(target, shift, float(cfg.target_domain), generator, fmt)
+
+    def _split_views(self, rng: np.random.Generator) -> None:
+        """Draw the view each peer holds and keep only that strip of its images."""
+        cfg = self.config
+        assert cfg.modality_split is not None
+        self.peer_modalities = assign_peers(cfg.modality_rule, cfg.n_peers, cfg.modalities, rng, "modality_rule")
+        self.peer_x = [
+            modality_experts.view(x, cfg.modality_split, cfg.modalities, int(m))
+            for x, m in zip(self.peer_x, self.peer_modalities, strict=True)
+        ]
 
     def _unassigned(self, parts: list[np.ndarray]) -> np.ndarray:
         """Training samples no peer holds (the pool of the ``logits`` mode's public set and of
@@ -613,7 +669,10 @@ class Episode:
         canvas = FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         pos = self.positions
-        if self.peer_domains is None:
+        if self.peer_modalities is not None:  # coloured by the view a peer holds
+            top = max(self.config.modalities - 1, 1)
+            ax.scatter(pos[:, 0], pos[:, 1], c=self.peer_modalities, cmap="viridis", vmin=0, vmax=top, s=200, zorder=3)
+        elif self.peer_domains is None:
             ax.scatter(pos[:, 0], pos[:, 1], c=self.main_classes, cmap="tab10", vmin=0, vmax=9, s=200, zorder=3)
         else:  # coloured by domain, light to dark in the order of source_domains
             top = max(len(self.config.source_domains) - 1, 1)

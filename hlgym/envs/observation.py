@@ -1,7 +1,8 @@
 """Observation builders: what the meta-policy sees of the peers.
 
 - ``peer_features``: one row of :data:`PEER_FEATURES` per peer, every column in [0, 1]
-  (with a ``domain_shift``, :data:`DOMAIN_FEATURES` as well: :func:`feature_names`).
+  (with a ``domain_shift``, :data:`DOMAIN_FEATURES` as well, with a ``modality_split``
+  :data:`MODALITY_FEATURES`: :func:`feature_names`).
 - ``hl_pca``: the reference's state, PCA(k) over all peers' flattened weights.
 """
 
@@ -24,11 +25,14 @@ PEER_FEATURES = (
 # With a domain_shift: sqrt(MMD^2 / 2) between the current model's penultimate features on the
 # peer's probe and on the target-domain images (hlgym.models.training.mmd), in [0, 1].
 DOMAIN_FEATURES = ("target_distance",)
+# With a modality_split: the current model's test accuracy through the view the peer holds alone.
+MODALITY_FEATURES = ("modality_accuracy",)
 
 
-def feature_names(domain_shift: bool) -> tuple[str, ...]:
-    """The columns of a ``peer_features`` observation (with or without a domain shift)."""
-    return PEER_FEATURES + DOMAIN_FEATURES if domain_shift else PEER_FEATURES
+def feature_names(domain_shift: bool, modality_split: bool = False) -> tuple[str, ...]:
+    """The columns of a ``peer_features`` observation (with or without a domain shift or a
+    modality split)."""
+    return PEER_FEATURES + DOMAIN_FEATURES * domain_shift + MODALITY_FEATURES * modality_split
 
 
 def peer_features(
@@ -44,6 +48,7 @@ def peer_features(
     accuracy: float,
     n_classes: int,
     target_distance: np.ndarray | None = None,
+    view_accuracy: np.ndarray | None = None,
 ) -> np.ndarray:
     """Build the ``(n_peers, len(feature_names(...)))`` float32 observation.
 
@@ -60,10 +65,12 @@ def peer_features(
         accuracy: Current test accuracy.
         n_classes: Number of classes (sets the loss scale: ln(n_classes) is chance).
         target_distance: With a domain shift, each peer's feature distance to the target
-            domain in [0, 1] (the last column); None adds no column.
+            domain in [0, 1] (the next column); None adds no column.
+        view_accuracy: With a modality split, the model's test accuracy through each peer's
+            view alone (the next column); None adds no column.
     """
     n = hop_costs.shape[0]
-    obs = np.empty((n, len(feature_names(target_distance is not None))), dtype=np.float32)
+    obs = np.empty((n, len(feature_names(target_distance is not None, view_accuracy is not None))), dtype=np.float32)
     obs[:, 0] = 0.0
     obs[holder, 0] = 1.0
     obs[:, 1] = hop_costs / max_cost if max_cost > 0 else 0.0
@@ -73,8 +80,9 @@ def peer_features(
     obs[:, 5] = visits / max_rounds
     obs[:, 6] = round_ / max_rounds
     obs[:, 7] = accuracy
-    if target_distance is not None:
-        obs[:, 8] = target_distance
+    extra = [c for c in (target_distance, view_accuracy) if c is not None]
+    for k, column in enumerate(extra):
+        obs[:, len(PEER_FEATURES) + k] = column
     return obs
 
 

@@ -170,6 +170,12 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         return self.episode.peer_domains
 
     @property
+    def peer_modalities(self) -> np.ndarray | None:
+        """With a ``modality_split``: the view (modality index) each peer holds this episode;
+        None before the first reset and without a modality split."""
+        return self.episode.peer_modalities
+
+    @property
     def last_timing(self) -> dict[str, float]:
         """[s] wall time of the last step's train / evaluate / observe phases (read by
         ``bench/bench_env.py``)."""

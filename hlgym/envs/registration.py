@@ -53,6 +53,10 @@ PRESETS: dict[str, PeerSelectionConfig] = {
         **{**_HL_REFERENCE, "observation": "peer_features", "eval_samples": 2000, "goal": 0.5},
         domain_shift="rotate",
     ),
+    # Modality experts (README "Scenarios"): every digit cut into its left and right half, peer i
+    # holds half i % 2 of its examples. Goal measured so a random route reaches it in about half
+    # of the episodes and a route that covers the peers in nine of ten (docs/scenarios.md).
+    "hlgym/ModalityExperts-v0": PeerSelectionConfig(modality_split="columns", goal=0.78),
 }
 
 

@@ -20,8 +20,9 @@ a :class:`~hlgym.models.batched.StackedModels`. Both go through the same phases:
        job a teacher or soft targets); ``ModelWork.train``: every job, in one call;
        ``transfer.corrupt`` for a byzantine receiver's ``noise`` / ``sign_flip``;
     4. ``Episode.trained`` (with the slots' weights for ``hl_pca``);
-    5. one evaluation of every scored model (the holder's) on the test images, and with
-       ``track_peer_accuracy`` of every peer's model;
+    5. one evaluation of every scored model (the holder's) on the test images, with
+       ``track_peer_accuracy`` of every peer's model, and with a ``modality_split`` of the
+       scored models through each view alone;
     6. the probes (``peer_features``), then ``Episode.conclude``: reward, termination,
        the next round's offline peers, log, observation, info.
 
@@ -43,6 +44,7 @@ from hlgym.envs import transfer
 from hlgym.envs.config import PeerSelectionConfig
 from hlgym.envs.datasets import DeviceData
 from hlgym.envs.episode import Episode, ProbeStats, ResetNeededError, StepResult
+from hlgym.models.experts import ExpertsSpec
 from hlgym.models.work import Alignment, ModelSpec, ModelWork, TrainJob
 
 PHASES = ("train", "evaluate", "observe")  # the keys of last_timing
@@ -62,7 +64,15 @@ def model_spec(config: PeerSelectionConfig, data: DeviceData) -> ModelSpec:
         # (with a model per peer, the peer's model has one: its slot's).
         n_optimizers=config.n_peers if config.per_peer_optimizer and config.transfer not in transfer.PER_PEER else 1,
         device=config.device,
+        experts=experts_spec(config),
     )
+
+
+def experts_spec(config: PeerSelectionConfig) -> ExpertsSpec | None:
+    """The modality experts' settings of a ``modality_split`` (None without one)."""
+    if config.modality_split is None:
+        return None
+    return ExpertsSpec(config.modality_split, config.modalities, config.embedding_dim, config.contrastive_temperature)
 
 
 class RoundRunner:
@@ -104,8 +114,9 @@ class RoundRunner:
         generators = [g for e in episodes for g in e.slot_generators()]
         self.models.initialize(slots, generators)
         accuracies = self._accuracies(indices)
-        for i, episode, accuracy in zip(indices, episodes, accuracies, strict=True):
-            episode.start(accuracy, self._weights(i))
+        by_view = self._view_accuracies(indices)
+        for i, episode, accuracy, views in zip(indices, episodes, accuracies, by_view, strict=True):
+            episode.start(accuracy, self._weights(i), views)
         first = self.episodes[indices[0]].config
         if first.first_round_at_start:
             # As the reference: round 1 trains at the starter whatever the policy.
@@ -148,11 +159,12 @@ class RoundRunner:
         with self._timed("evaluate"):
             accuracies = self._accuracies(indices)
             peer_accuracies = self._peer_accuracies(indices, accuracies)
+            by_view = self._view_accuracies(indices)
         with self._timed("observe"):
             probes = self._probes(indices)
             return [
-                e.conclude(m, a, p, pa)
-                for e, m, a, p, pa in zip(episodes, moves, accuracies, probes, peer_accuracies, strict=True)
+                e.conclude(m, a, p, pa, v)
+                for e, m, a, p, pa, v in zip(episodes, moves, accuracies, probes, peer_accuracies, by_view, strict=True)
             ]
 
     # ------------------------------------------------------------------ reads of the models
@@ -192,6 +204,17 @@ class RoundRunner:
         data = self.episodes[indices[0]].data  # episodes of one runner share the data
         _, hits = self.models.per_sample_loss([self._scored(i) for i in indices], data.x_eval, data.y_eval)
         return [float(h) for h in hits.mean(dim=1)]
+
+    def _view_accuracies(self, indices: Sequence[int]) -> list[np.ndarray | None]:
+        """With a ``modality_split``, each scored model's test accuracy through every view
+        alone, ``(modalities,)`` per episode; else None."""
+        views = self.episodes[indices[0]].data.eval_views  # episodes of one runner share the data
+        if not views:
+            return [None] * len(indices)
+        y = self.episodes[indices[0]].data.y_eval
+        scored = [self._scored(i) for i in indices]
+        hits = torch.stack([self.models.per_sample_loss(scored, x, y)[1].mean(dim=1) for x in views], dim=1)
+        return list(hits.cpu().numpy().astype(np.float64))
 
     def _peer_accuracies(self, indices: Sequence[int], accuracies: Sequence[float]) -> list[float | None]:
         """With ``track_peer_accuracy``, the mean test accuracy of every peer's model (in

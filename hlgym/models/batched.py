@@ -6,7 +6,9 @@ copies' weights are stacked along a leading axis and each layer runs once for al
 convolutions as grouped convolutions (one group per copy, or one wide convolution when the
 copies read the same images, as in the test-set evaluation), linear layers as batched
 matrix products. The architecture is read from the model itself (its leaf layers in order),
-so :func:`~hlgym.models.training.build_model` stays the one definition of every network.
+so :func:`~hlgym.models.training.build_model` stays the one definition of every network. A
+model that is no chain of layers (the modality experts) brings its own batched pass, a
+``stacked_forward(params, x, shared)`` method, which its ``forward`` shares.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class StackedModels:
     Args:
         template: A model of the architecture (its weights are not used). Its leaf layers,
             in registration order, must be its forward pass: ``Conv2d``, ``Linear``, ``ReLU``,
-            ``MaxPool2d`` and ``Flatten`` are supported.
+            ``MaxPool2d`` and ``Flatten`` are supported; or it has a ``stacked_forward(params,
+            x, shared) -> (logits, features)`` method (as :meth:`forward_features`), and
+            ``Linear`` layers alone hold its parameters.
         k: Number of copies (slots).
         n_optimizers: Optimizer states per copy (one per peer for the reference's per-peer Adam).
         optimizer: ``"adam"`` or ``"sgd"``, updated as ``torch.optim.Adam`` / ``SGD`` with
@@ -68,6 +72,8 @@ class StackedModels:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r} is not known; accepted: {', '.join(OPTIMIZERS)}")
         self.template = template
+        # A model's own batched pass, if it is not a chain of layers.
+        self._stacked_forward = getattr(template, "stacked_forward", None)
         self._plan: list[tuple[nn.Module, list[int]]] = []
         offset = 0
         for module in template.modules():
@@ -200,6 +206,9 @@ class StackedModels:
         """As :meth:`forward`, with the penultimate features (the last ``Linear``'s input):
         ``(copies, B, n_classes)`` and ``(copies, B, features)`` (``(B, features)`` while the
         copies still share it)."""
+        if self._stacked_forward is not None:
+            own: tuple[torch.Tensor, torch.Tensor] = self._stacked_forward(params, x, shared)
+            return own
         a = params[0].shape[0]
         h, layout = x, _SHARED if shared else _STACKED
         features = h

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hlgym.models.cnn import HLCNN
+from hlgym.models.experts import ExpertsSpec, ModalityExperts
 from hlgym.models.mlp import MLP
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ def build_model(
     n_classes: int,
     generator: torch.Generator,
     hidden_units: int = 64,
+    experts: ExpertsSpec | None = None,
 ) -> nn.Module:
     """Build an inner model with Keras' default initialisation.
 
@@ -41,7 +43,10 @@ def build_model(
         input_shape: Shape of one input, ``(channels, height, width)``.
         n_classes: Number of classes.
         generator: Source of the initial weights.
-        hidden_units: Hidden width of the MLP (ignored by the CNN).
+        hidden_units: Hidden width of the MLP (ignored by the CNN), or of each modality
+            expert's encoder.
+        experts: With ``name="mlp"``, build :class:`~hlgym.models.experts.ModalityExperts`
+            (an MLP encoder per view of the image) instead of one MLP.
 
     Returns:
         The model, in training mode, on the CPU.
@@ -50,12 +55,15 @@ def build_model(
     # Built on the meta device: torch's own initialisation (which draws from the global RNG)
     # does not run; every weight is then drawn from ``generator`` below.
     with torch.device("meta"):
-        if name == "cnn":
+        if name == "mlp" and experts is not None:
+            model = ModalityExperts(input_shape, n_classes, hidden_units, experts)
+        elif name == "cnn" and experts is None:
             model = HLCNN(input_shape, n_classes)
         elif name == "mlp":
             model = MLP(input_shape, n_classes, hidden_units)
         else:
-            raise ValueError(f"model={name!r} is not known; accepted: {', '.join(MODELS)}")
+            accepted = "'mlp' (the experts' encoders are MLPs)" if experts is not None else ", ".join(MODELS)
+            raise ValueError(f"model={name!r} is not accepted; accepted: {accepted}")
     model.to_empty(device="cpu")
     keras_init_model_(model, generator)
     return model

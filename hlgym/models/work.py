@@ -24,6 +24,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from hlgym.models.experts import ExpertsSpec
 from hlgym.models.training import (
     OPTIMIZERS,
     build_model,
@@ -53,6 +54,8 @@ class ModelSpec:
         adam_eps: Adam's epsilon.
         n_optimizers: Optimizer states per slot (one per peer for the reference's per-peer Adam).
         device: Torch device of the weights.
+        experts: With a modality split, the modality experts' settings (``model`` is then
+            ``"mlp"``: an MLP encoder per view); None for one network over the whole image.
     """
 
     model: str
@@ -64,6 +67,7 @@ class ModelSpec:
     adam_eps: float
     n_optimizers: int
     device: str = "cpu"
+    experts: ExpertsSpec | None = None
 
     @property
     def channels_last(self) -> bool:
@@ -78,7 +82,7 @@ class ModelSpec:
 
     def build(self, generator: torch.Generator) -> nn.Module:
         """A model of this spec with weights drawn from ``generator``, on the device."""
-        model = build_model(self.model, self.input_shape, self.n_classes, generator, self.hidden_units)
+        model = build_model(self.model, self.input_shape, self.n_classes, generator, self.hidden_units, self.experts)
         # torch's stubs lack Module.to's memory_format overload.
         return model.to(torch.device(self.device), memory_format=self.memory_format)  # type: ignore[call-overload,no-any-return]
 

@@ -259,7 +259,8 @@ def training_curves(
 
 def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", title: str | None = None) -> Axes:
     """One episode's route on the topology: peers at their layout positions, coloured by
-    main class (by domain when the episode had a ``domain_shift``), hops as numbered arrows
+    main class (by domain when the episode had a ``domain_shift``, by the view a peer holds
+    with a ``modality_split``), hops as numbered arrows
     whose width grows with the hop's cost; byzantine peers (if the episode had any) are
     ringed in red. A caption says what the marks mean; the legend lists each domain's or
     main class's peers (unless peer i holds class i)."""
@@ -299,16 +300,19 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
         )
     # Peer i holding class i (the presets) makes a class legend a list of the labels on the
     # discs: the caption says so instead, and the legend names only what is not on the disc.
-    # With a domain shift the colour is the peer's domain.
-    by_domain = bool(rec.peer_domains)
-    groups = np.asarray(rec.peer_domains) if by_domain else classes
-    kind = "domain" if by_domain else "class"
-    own_class = not by_domain and bool(rec.main_classes) and np.array_equal(classes, np.arange(len(pos)))
+    # With a domain shift the colour is the peer's domain; with a modality split, its view.
+    kind, groups = "class", classes
+    if rec.peer_domains:
+        kind, groups = "domain", np.asarray(rec.peer_domains)
+    elif rec.peer_modalities:
+        kind, groups = "modality", np.asarray(rec.peer_modalities)
+    by_group = kind != "class"
+    own_class = not by_group and bool(rec.main_classes) and np.array_equal(classes, np.arange(len(pos)))
     for rank, c in enumerate(np.unique(groups)):
-        shade = rank if by_domain else int(c)  # a class keeps its colour across figures
+        shade = rank if by_group else int(c)  # a class keeps its colour across figures
         sel = groups == c
         peers = np.flatnonzero(sel)
-        name = f"{c:g}" if by_domain else str(c)
+        name = f"{c:g}" if kind == "domain" else str(c)
         label = f"{kind} {name}: peer{'s' if peers.size > 1 else ''} {', '.join(str(i) for i in peers)}"
         ax.scatter(
             pos[sel, 0],
@@ -338,7 +342,7 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
     colour = (
         "colour: main class (peer i holds class i)"
         if own_class
-        else f"colour: {'domain' if by_domain else 'main class'} (legend)"
+        else f"colour: {kind if by_group else 'main class'} (legend)"
     )
     ax.text(
         0.5,
@@ -355,6 +359,6 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
     ax.set_yticks([])
     ax.set_aspect("equal", adjustable="datalim")
     if ax.get_legend_handles_labels()[0]:
-        title = None if own_class else ("domain" if by_domain else "main class")
+        title = None if own_class else (kind if by_group else "main class")
         ax.legend(title=title, fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return ax

@@ -5,7 +5,7 @@ The setting of FedKA (Sun, Chong & Ochiai, "Feature distribution matching for fe
 domain generalization", ACML 2022), shaped as DomainBed's RotatedMNIST: the same classes
 under a transform whose level names the domain. ``PeerSelectionConfig.domain_shift`` picks
 the transform, ``source_domains`` the levels peers hold, ``target_domain`` the level the
-reward's test images are in, ``domain_rule`` how peers get their levels.
+reward's test images are in, ``domain_rule`` how peers get their levels (:func:`~hlgym.envs.scenarios.assign_peers`).
 
 Transforms (``level`` is the domain's value), on the images' device:
 
@@ -31,14 +31,12 @@ import dataclasses
 import functools
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from hlgym.envs.datasets import DeviceData
 
 DOMAIN_SHIFTS = ("rotate", "invert", "noise", "blur", "thicken")
-DOMAIN_RULES = ("cycle", "blocks", "random")
 ALIGNMENTS = ("none", "mmd")
 
 
@@ -112,24 +110,6 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     # Separable: a row pass then a column pass, one filter per channel; zero padding.
     h = F.conv2d(x.contiguous(), k1.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius), groups=c)
     return F.conv2d(h, k1.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)
-
-
-def assign_domains(rule: str, n_peers: int, n_domains: int, rng: np.random.Generator) -> np.ndarray:
-    """Which source domain (an index into ``source_domains``) each peer holds.
-
-    ``cycle``: peer ``i`` holds domain ``i % n_domains``; ``blocks``: contiguous runs of
-    peers share a domain (peer ``i`` holds ``i * n_domains // n_peers``); ``random``: each
-    peer's domain drawn uniformly from ``rng`` (per episode). ``cycle`` and ``blocks`` draw
-    nothing.
-    """
-    i = np.arange(n_peers)
-    if rule == "cycle":
-        return i % n_domains
-    if rule == "blocks":
-        return i * n_domains // n_peers
-    if rule == "random":
-        return rng.integers(0, n_domains, size=n_peers)
-    raise ValueError(f"domain_rule={rule!r} is not known; accepted: {', '.join(DOMAIN_RULES)}")
 
 
 @functools.lru_cache(maxsize=8)
