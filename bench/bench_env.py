@@ -7,6 +7,8 @@ several n_envs, and memory across resets.
     python bench/bench_env.py --n-envs 2 4 8 16    # the vector-env table at these sizes
     python bench/bench_env.py --transfer           # only: step time of every transfer mode
     python bench/bench_env.py --scenarios          # only: step time of the scenario ids
+    python bench/bench_env.py --memory             # only: 8 batched HL-FashionMNIST copies over
+                                                   # resets, the heap trim on and off
 
 Prints tables and writes JSON. Figures only: nothing here asserts a time.
 """
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import resource
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -236,17 +240,27 @@ def bench_vec(env_id: str, n_envs: int, steps: int, blocks: int = 2, **overrides
     }
 
 
+def peak_rss_mb() -> float:
+    """The most resident memory this process has had [MB] (VmHWM)."""
+    with open(f"/proc/{os.getpid()}/status") as fh:
+        line = next(line for line in fh if line.startswith("VmHWM"))
+    return int(line.split()[1]) / 1e3  # kB
+
+
 def memory_across_resets_batched(env_id: str, n_envs: int, resets: int, **overrides: Any) -> dict[str, Any]:
-    """Resident memory of the batched env after its first reset and after ``resets`` more."""
+    """Resident memory of the batched env after its first reset and after ``resets`` more
+    (a step each), with the median time of those steps."""
     venv = BatchedPeerSelectionVecEnv(PRESETS[env_id], n_envs, **overrides)
     venv.seed(0)
     venv.reset()
     first = rss_mb()
-    seen = [first]
+    seen, steps = [first], []
     for i in range(resets):
         venv.seed(i)
         venv.reset()
+        start = time.perf_counter()
         venv.step(np.full(n_envs, 1))
+        steps.append(time.perf_counter() - start)
         seen.append(rss_mb())
     last = rss_mb()
     name = f"{env_id} (batched x{n_envs})"
@@ -257,7 +271,39 @@ def memory_across_resets_batched(env_id: str, n_envs: int, resets: int, **overri
         "rss_last_mb": last,
         "growth_mb": last - first,
         "rss_max_mb": max(seen),
+        "rss_after_each_mb": seen,
+        "peak_rss_mb": peak_rss_mb(),
+        "step_s_median": statistics.median(steps) if steps else float("nan"),
+        "heap_trim": os.environ.get("HLGYM_TRIM_HEAP", "1") != "0",
     }
+
+
+def _memory_in_a_fresh_process(trim: bool, env_id: str, n_envs: int, resets: int) -> dict[str, Any]:
+    os.environ["HLGYM_TRIM_HEAP"] = "1" if trim else "0"
+    return memory_across_resets_batched(env_id, n_envs, resets)
+
+
+def bench_memory(env_id: str, n_envs: int, resets: int) -> list[dict[str, Any]]:
+    """:func:`memory_across_resets_batched` with the heap trim off and on (hlgym.envs.memory),
+    each in a fresh process (a heap's history would carry over); prints a table."""
+    rows = []
+    for trim in (False, True):
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows.append(pool.submit(_memory_in_a_fresh_process, trim, env_id, n_envs, resets).result())
+        print(f"heap trim {'on' if trim else 'off'}: {[round(m) for m in rows[-1]['rss_after_each_mb']]}", flush=True)
+    _table(
+        rows,
+        [
+            ("env", -38, lambda m: m["env_id"]),
+            ("trim", 4, lambda m: "on" if m["heap_trim"] else "off"),
+            ("resets", 6, lambda m: str(m["resets"])),
+            *[(f"RSS {k} MB", 12, lambda m, k=k: f"{m[f'rss_{k}_mb']:.0f}") for k in ("first", "last", "max")],
+            ("peak MB", 8, lambda m: f"{m['peak_rss_mb']:.0f}"),
+            ("step s", 7, lambda m: f"{m['step_s_median']:.2f}"),
+        ],
+    )
+    print("(RSS after the first reset and after each reset + step; peak: VmHWM; step: median of a vector step)")
+    return rows
 
 
 Column = tuple[str, int, Callable[[dict[str, Any]], str]]
@@ -323,9 +369,21 @@ def main() -> None:
     parser.add_argument("--json", default="bench/results.json", help="where to write the figures")
     parser.add_argument("--transfer", action="store_true", help="only time every transfer mode (alone and batched)")
     parser.add_argument("--scenarios", action="store_true", help="only time the scenario ids (alone and batched)")
+    parser.add_argument(
+        "--memory", action="store_true", help="only: batched HL-FashionMNIST over --resets / 10 resets, trim off and on"
+    )
     args = parser.parse_args()
     if any(n < 1 for n in args.n_envs):
         parser.error(f"--n-envs {args.n_envs}: accepted: integers >= 1")
+    if args.memory:
+        env_id, n = "hlgym/HL-FashionMNIST-v0", max(args.n_envs)
+        rows = bench_memory(env_id, n, max(2, args.resets // 10))
+        meta = {"hlgym": hlgym.__version__, "torch": torch.__version__, "threads": torch.get_num_threads()}
+        path = Path(args.json).with_name("memory.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"meta": meta, "machine": platform.processor(), "rows": rows}, indent=2) + "\n")
+        print(f"wrote {path}")
+        return
     if args.transfer or args.scenarios:
         n = max(args.n_envs)
         if args.transfer:

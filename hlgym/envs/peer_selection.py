@@ -29,7 +29,9 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
     hop sends (weights to blend or distil, or logits on a public set); ``link_failure_prob``
     and ``byzantine_peers`` add faults (see :mod:`hlgym.envs.transfer`). ``domain_shift``
     renders each peer's images in a domain and tests on an unseen target domain (see
-    :mod:`hlgym.envs.scenarios.domain_shift`).
+    :mod:`hlgym.envs.scenarios.domain_shift`); ``modality_split`` cuts every example into
+    views of which each peer holds one, and the model becomes an encoder per view with
+    learned class embeddings (see :mod:`hlgym.envs.scenarios.modality_experts`).
 
     ## Action Space
 
@@ -45,7 +47,9 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
       peer's data, rounds since the peer last trained, visit count, and the episode's
       progress and accuracy on every row. With a ``domain_shift``, ``(n_peers, 9)``: a last
       column ``target_distance``, the feature distance (MMD) between the peer's probe and
-      the target-domain images under the current model.
+      the target-domain images under the current model. With a ``modality_split``,
+      ``(n_peers, 9)``: a last column ``modality_accuracy``, the current model's test
+      accuracy through the view the peer holds.
     - ``observation="hl_pca"``: ``Box(-inf, inf, (n_peers * pca_components,), float32)``:
       the reference's state, PCA refit each round over the peers' flattened weights after
       local training and before the new model is broadcast.
@@ -53,7 +57,9 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
     ## Rewards
 
     ``reward_base ** (accuracy - goal) - cost_weight * hop_cost - 1`` per round, the
-    reference's reward. The three terms are in ``info["rewards"]``.
+    reference's reward. The three terms are in ``info["rewards"]``. With a
+    ``modality_split`` the accuracy is the fused prediction on whole test images, and
+    ``info["modality_accuracy"]`` holds each view's own.
 
     ## Starting State
 

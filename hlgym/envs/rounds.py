@@ -26,7 +26,9 @@ a :class:`~hlgym.models.batched.StackedModels`. Both go through the same phases:
     6. the probes (``peer_features``), then ``Episode.conclude``: reward, termination,
        the next round's offline peers, log, observation, info.
 
-The runner also times the model phases (``last_timing``, read by ``bench/bench_env.py``).
+The runner also times the model phases (``last_timing``, read by ``bench/bench_env.py``),
+and after a long reset or round gives the heap's free pages back to the operating system
+(:class:`~hlgym.envs.memory.HeapTrim`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from hlgym.envs import transfer
 from hlgym.envs.config import PeerSelectionConfig
 from hlgym.envs.datasets import DeviceData
 from hlgym.envs.episode import Episode, ProbeStats, ResetNeededError, StepResult
+from hlgym.envs.memory import HeapTrim
 from hlgym.models.experts import ExpertsSpec
 from hlgym.models.work import Alignment, ModelSpec, ModelWork, TrainJob
 
@@ -95,6 +98,7 @@ class RoundRunner:
         if offset > models.n_slots:
             raise ValueError(f"the episodes use {offset} model slots but the model work has {models.n_slots}")
         self.last_timing: dict[str, float] = {}
+        self.heap = HeapTrim()
 
     # ------------------------------------------------------------------ phases
 
@@ -107,6 +111,7 @@ class RoundRunner:
         """Start new episodes in ``indices`` from their RNGs; returns their ``(obs, info)``."""
         if len(indices) == 0:
             return []
+        start = time.perf_counter()
         episodes = [self.episodes[i] for i in indices]
         for episode, rng, opts in zip(episodes, rngs, options, strict=True):
             episode.begin(rng, opts)
@@ -119,10 +124,13 @@ class RoundRunner:
             episode.start(accuracy, self._weights(i), views)
         first = self.episodes[indices[0]].config
         if first.first_round_at_start:
+            self.heap.round_took(time.perf_counter() - start)  # the forced round trims after itself
             # As the reference: round 1 trains at the starter whatever the policy.
             results = self.step(indices, [self.episodes[i].config.start_peer for i in indices])
             return [e.forced_first_round(r) for e, r in zip(episodes, results, strict=True)]
-        return [e.opening(p) for e, p in zip(episodes, self._probes(indices), strict=True)]
+        opened = [e.opening(p) for e, p in zip(episodes, self._probes(indices), strict=True)]
+        self.heap.round_took(time.perf_counter() - start)
+        return opened
 
     def step(self, indices: Sequence[int], actions: Sequence[Any]) -> list[StepResult]:
         """One round in each episode of ``indices``; returns their step tuples."""
@@ -130,6 +138,7 @@ class RoundRunner:
             raise ValueError(f"{len(actions)} actions for {len(indices)} episodes; accepted: one action per episode")
         if len(indices) == 0:
             return []
+        start = time.perf_counter()
         episodes = [self.episodes[i] for i in indices]
         peers = [e.check_step(a) for e, a in zip(episodes, actions, strict=True)]
         moves = [e.dispatch(p) for e, p in zip(episodes, peers, strict=True)]
@@ -162,10 +171,12 @@ class RoundRunner:
             by_view = self._view_accuracies(indices)
         with self._timed("observe"):
             probes = self._probes(indices)
-            return [
+            results = [
                 e.conclude(m, a, p, pa, v)
                 for e, m, a, p, pa, v in zip(episodes, moves, accuracies, probes, peer_accuracies, by_view, strict=True)
             ]
+        self.heap.round_took(time.perf_counter() - start)
+        return results
 
     # ------------------------------------------------------------------ reads of the models
 
