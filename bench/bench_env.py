@@ -6,7 +6,7 @@ several n_envs, and memory across resets.
     python bench/bench_env.py --steps 200 --json bench/results.json
     python bench/bench_env.py --n-envs 2 4 8 16    # the vector-env table at these sizes
     python bench/bench_env.py --transfer           # only: step time of every transfer mode
-    python bench/bench_env.py --scenarios          # only: step time of the scenario ids
+    python bench/bench_env.py --scenarios [ID ...] # only: step time of the scenario ids (or those named)
     python bench/bench_env.py --memory             # only: 8 batched HL-FashionMNIST copies over
                                                    # resets, the heap trim on and off
 
@@ -368,7 +368,13 @@ def main() -> None:
     parser.add_argument("--vec-steps", type=int, default=4, help="vector steps per timed block on the HL presets")
     parser.add_argument("--json", default="bench/results.json", help="where to write the figures")
     parser.add_argument("--transfer", action="store_true", help="only time every transfer mode (alone and batched)")
-    parser.add_argument("--scenarios", action="store_true", help="only time the scenario ids (alone and batched)")
+    parser.add_argument(
+        "--scenarios",
+        nargs="*",
+        metavar="ID",
+        default=None,
+        help="only time the scenario ids (alone and batched): all of them, or those named",
+    )
     parser.add_argument(
         "--memory", action="store_true", help="only: batched HL-FashionMNIST over --resets / 10 resets, trim off and on"
     )
@@ -384,7 +390,7 @@ def main() -> None:
         path.write_text(json.dumps({"meta": meta, "machine": platform.processor(), "rows": rows}, indent=2) + "\n")
         print(f"wrote {path}")
         return
-    if args.transfer or args.scenarios:
+    if args.transfer or args.scenarios is not None:
         n = max(args.n_envs)
         if args.transfer:
             plan, name = [("hlgym/PeerSelection-v0", MODES), ("hlgym/HL-FashionMNIST-v0", MODES)], "transfer"
@@ -394,6 +400,10 @@ def main() -> None:
                 ("hlgym/DomainShift-FashionMNIST-v0", SCENARIOS),
                 ("hlgym/ModalityExperts-v0", MODALITIES),
             ]
+            unknown = set(args.scenarios) - {env_id for env_id, _ in plan}
+            if unknown:
+                parser.error(f"--scenarios {sorted(unknown)}: accepted: {', '.join(env_id for env_id, _ in plan)}")
+            plan = [(env_id, settings) for env_id, settings in plan if not args.scenarios or env_id in args.scenarios]
             name = "scenarios"
         rows = bench_settings(plan, args.steps, args.hl_steps, args.vec_steps, n)
         meta = {"hlgym": hlgym.__version__, "torch": torch.__version__, "threads": torch.get_num_threads()}
