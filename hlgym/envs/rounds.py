@@ -124,8 +124,8 @@ class RoundRunner:
             episode.start(accuracy, self._weights(i), views)
         first = self.episodes[indices[0]].config
         if first.first_round_at_start:
-            self.heap.round_took(time.perf_counter() - start)  # the forced round trims after itself
-            # As the reference: round 1 trains at the starter whatever the policy.
+            # As the reference: round 1 trains at the starter whatever the policy (the step
+            # trims the heap after itself, the reset's allocations included).
             results = self.step(indices, [self.episodes[i].config.start_peer for i in indices])
             return [e.forced_first_round(r) for e, r in zip(episodes, results, strict=True)]
         opened = [e.opening(p) for e, p in zip(episodes, self._probes(indices), strict=True)]
