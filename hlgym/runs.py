@@ -4,11 +4,13 @@
 
     config.json          arguments, hyperparameters, resolved env config (written first)
     checkpoints/         ckpt_<steps>.zip (+ _replay.pkl for DQN) and checkpoint.json, the
-                         manifest written last; hl_dqn.pt for the reference DQN
+                         manifest written last; hl_dqn.pt for the reference DQN; rllib_<steps>/
+                         (an RLlib checkpoint folder) with --backend rllib
     episodes.csv         one row per finished training episode, flushed as it ends
     monitor.csv          the same episodes in SB3's Monitor format (r, l, t)
     tb/                  TensorBoard logs
-    model.zip | model.pt the final policy
+    model.zip | model.pt the final policy (model.pt: hl_dqn's agent, or the rllib backend's
+                         attention network)
     results.json         the policy and every baseline on the held-out evaluation seeds
     plots/               the figures of hlgym.plots
 
@@ -25,8 +27,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +68,14 @@ class RunFolder:
         self.tensorboard = self.path / "tb"
         self.plots = self.path / "plots"
 
-    def model_file(self, algo: str) -> Path:
-        """Where the final policy of ``algo`` goes (``model.pt`` for hl_dqn, else ``model.zip``)."""
-        return self.path / ("model.pt" if algo == "hl_dqn" else "model.zip")
+    def model_file(self, algo: str, backend: str = "sb3") -> Path:
+        """Where the final policy of ``algo`` goes: ``model.pt`` for hl_dqn and for the rllib
+        backend (torch files), else ``model.zip`` (SB3's)."""
+        return self.path / ("model.pt" if algo == "hl_dqn" or backend == "rllib" else "model.zip")
 
-    def write_model(self, algo: str, data: bytes) -> Path:
+    def write_model(self, algo: str, data: bytes, backend: str = "sb3") -> Path:
         """Write the final policy of ``algo`` (see :meth:`model_file`); returns the file."""
-        path = self.model_file(algo)
+        path = self.model_file(algo, backend)
         write_bytes_atomic(path, data)
         return path
 
@@ -92,12 +96,32 @@ class RunFolder:
 
     # ------------------------------------------------------------------ results.json
 
-    def write_results(self, results: Mapping[str, Any], evaluations: Mapping[str, Evaluation]) -> None:
-        """Write ``results.json``: ``results``' fields and every policy's evaluation."""
+    def write_results(
+        self,
+        results: Mapping[str, Any],
+        evaluations: Mapping[str, Evaluation],
+        families: Mapping[str, Mapping[str, Evaluation]] | None = None,
+    ) -> None:
+        """Write ``results.json``: ``results``' fields, every policy's evaluation and, for a
+        task distribution, every policy's evaluation on each held-out family (``families``)."""
         policies = {name: evaluation_to_dict(ev) for name, ev in evaluations.items()}
-        write_json_atomic(
-            self.results_file, {"schema_version": RESULTS_SCHEMA_VERSION, **results, "policies": policies}
-        )
+        body: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, **results, "policies": policies}
+        if families:
+            body["families"] = {
+                fam: {name: evaluation_to_dict(ev) for name, ev in evs.items()} for fam, evs in families.items()
+            }
+        write_json_atomic(self.results_file, body)
+
+    def read_family_evaluations(self) -> dict[str, dict[str, Evaluation]]:
+        """A task distribution's evaluations per held-out family (empty for one task)."""
+        return {
+            fam: {
+                name: Evaluation(records, summarize(records))
+                for name, pol in pols.items()
+                for records in [[EpisodeRecord.from_dict(ep) for ep in pol["episodes"]]]
+            }
+            for fam, pols in self.read_results().get("families", {}).items()
+        }
 
     def write_seed_results(self, results: Mapping[str, Any], policies: Mapping[str, Any]) -> None:
         """Write the ``results.json`` of a run over several seeds: ``results``' fields and
@@ -164,6 +188,26 @@ class RunFolder:
             path.unlink(missing_ok=True)
             (self.checkpoints / f"{path.stem}_replay.pkl").unlink(missing_ok=True)
         return model_file
+
+    def commit_checkpoint_dir(self, steps: int, episodes: int, write: Callable[[Path], object], keep: int = 2) -> Path:
+        """Write a checkpoint that is a folder (RLlib's ``save_to_path``): ``write`` fills a
+        temporary folder, which is renamed to ``checkpoints/rllib_<steps>`` before the manifest
+        names it, so the newest checkpoint the manifest names is always complete. Folders older
+        than the ``keep`` newest go after the manifest moved on. Returns the folder."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        final = self.checkpoints / f"rllib_{steps}"
+        tmp = self.checkpoints / f".rllib_{steps}.tmp"
+        for stale in (tmp, final):  # a crash's leftovers; the manifest never names them
+            if stale.exists():
+                shutil.rmtree(stale)
+        write(tmp)
+        tmp.rename(final)
+        manifest = {"timesteps": steps, "episodes": episodes, "model": final.name, "replay": None, "backend": "rllib"}
+        write_json_atomic(self.checkpoints / CHECKPOINT_MANIFEST, manifest)
+        old = sorted(self.checkpoints.glob("rllib_*"), key=lambda p: int(p.name.split("_")[1]))[:-keep]
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
+        return final
 
     def write_hl_dqn_checkpoint(self, data: bytes) -> None:
         """Write the reference DQN's checkpoint (``checkpoints/hl_dqn.pt``, the whole agent)."""

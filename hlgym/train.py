@@ -7,6 +7,7 @@
     hlgym-train --algo mypkg.agents:UCBAgent      # a plug-in Agent class
     hlgym-train --out runs/x --resume             # continue a killed run
     hlgym-train --seeds 0 1 2 3 4                 # one run per seed, summarised over the seeds
+    hlgym-train --backend rllib --num-env-runners 2   # PPO on Ray RLlib (the ray extra)
 
 (``python train_meta.py`` in a checkout is the same command.) The run folder holds
 config.json (the resolved arguments, hyperparameters and env config), model.zip (or model.pt
@@ -20,12 +21,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 import math
 import os
 import sys
 import time
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,12 +40,14 @@ import yaml
 
 import hlgym
 from hlgym.agents import BASELINES, Agent, EpisodeRecord, Evaluation, LookaheadAgent, evaluate, sb3
+from hlgym.agents.attention import PeerSetAgent
 from hlgym.agents.hl_dqn import HLDQNAgent
 from hlgym.envs import PRESETS, PeerSelectionConfig
 from hlgym.envs.config import parse_overrides, parse_pairs
 from hlgym.runs import RunFolder, across_seeds, format_seeds_table, format_table, fresh_run_dir
 
 TRAINED_ALGOS = (*sb3.ALGORITHMS, "hl_dqn")
+BACKENDS = ("sb3", "rllib")
 # What a training uses when hyperparams/<algo>.yml has no entry for the env id.
 DEFAULT_TIMESTEPS = 20_000
 DEFAULT_N_ENVS = 1
@@ -146,6 +151,29 @@ class Args:
         ),
     )
     checkpoint_every: int = field(default=2000, metadata=_help("Training steps between checkpoints."))
+    backend: str = field(
+        default="sb3",
+        metadata=_help(
+            """Training engine: sb3 (this process, the batched env), or rllib (Ray RLlib's PPO with
+            the attention policy; env runners on this machine or a cluster; needs the ray extra:
+            pip install -c constraints-ray.txt -e '.[ray]'). The run folder, evaluation and
+            results.json are the same."""
+        ),
+    )
+    num_env_runners: int = field(
+        default=2,
+        metadata=_help(
+            """--backend rllib: Ray env runners (processes with one env and one CPU each); 0
+            samples on the driver. --n-envs still sets the batch: n_steps * n_envs steps per update."""
+        ),
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata=_help(
+            """--backend rllib: a running Ray cluster to join (auto: the one this machine is part
+            of, after ray start); default: start a local Ray with this machine's cores."""
+        ),
+    )
     device: str = field(default="auto", metadata=_help("Torch device of the meta-policy: auto, cpu or cuda."))
     progress: bool = field(default=True, metadata=_help("Show progress bars."))
 
@@ -271,7 +299,9 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
         args,
         timesteps=args.timesteps if args.timesteps is not None else int(options.get("timesteps", DEFAULT_TIMESTEPS)),
         n_envs=args.n_envs if args.n_envs is not None else int(options.get("n_envs", DEFAULT_N_ENVS)),
-        policy=args.policy if args.policy is not None else str(options.get("policy", DEFAULT_POLICY)),
+        policy=args.policy
+        if args.policy is not None
+        else str(options.get("policy", "attention" if args.backend == "rllib" else DEFAULT_POLICY)),
     )
     assert args.timesteps is not None and args.n_envs is not None and args.policy is not None
     if args.timesteps < 1 or args.n_envs < 1:
@@ -284,7 +314,13 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
         raise SystemExit(
             "--seeds with --evaluate-model is not accepted: --seeds trains one run per seed; accepted: one of them"
         )
-    train_seeds = {s for seed in (args.seeds or [args.seed]) for s in range(seed, seed + args.n_envs)}
+    if args.backend not in BACKENDS:
+        raise SystemExit(f"--backend {args.backend!r} is not accepted; accepted: {', '.join(BACKENDS)}")
+    if args.backend == "rllib":
+        _check_rllib(args, config, hp)
+    # The envs' seeds: seed + i for SB3's copy i; seed + i for RLlib's env runner i (0: the driver's).
+    copies = args.n_envs if args.backend == "sb3" else args.num_env_runners + 1
+    train_seeds = {s for seed in (args.seeds or [args.seed]) for s in range(seed, seed + copies)}
     eval_seeds = set(range(args.eval_seed, args.eval_seed + args.eval_episodes))
     if args.algo in TRAINED_ALGOS and train_seeds & eval_seeds:
         raise SystemExit(
@@ -316,6 +352,35 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             raise SystemExit(str(exc)) from exc
         make_agent(args.algo, args.seed, kwargs)
     return args, config, hp
+
+
+def _check_rllib(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) -> None:
+    """What ``--backend rllib`` accepts: PPO with the attention policy on a peer_features
+    observation, Ray installed, at least 0 env runners, hyperparameters RLlib's PPO has."""
+    if args.algo != "ppo":
+        raise SystemExit(f"--backend rllib is not accepted with --algo {args.algo!r}; accepted: --algo ppo")
+    if args.policy != "attention":
+        raise SystemExit(
+            f"--policy {args.policy} is not accepted with --backend rllib; accepted: attention (the RLModule)"
+        )
+    if config.observation != "peer_features":
+        raise SystemExit(
+            f"--backend rllib is not accepted with observation={config.observation!r}; accepted: peer_features"
+        )
+    if args.num_env_runners < 0:
+        raise SystemExit(f"--num-env-runners {args.num_env_runners} is not accepted; accepted: an integer >= 0")
+    if args.evaluate_model is not None:
+        return  # a saved model.pt is evaluated without Ray
+    if importlib.util.find_spec("ray") is None:
+        raise SystemExit(
+            "--backend rllib needs Ray, which is not installed: pip install -c constraints-ray.txt -e '.[ray]'"
+        )
+    from hlgym.agents import rllib
+
+    try:
+        rllib.rllib_hyperparams({k: v for k, v in hp.items() if k != "policy_kwargs"}, args.n_envs or 1)
+    except ValueError as exc:
+        raise SystemExit(f"hyperparams/ppo.yml for {args.env}: {exc}") from exc
 
 
 def resume_seed(seed: int, timesteps: int) -> int:
@@ -365,6 +430,43 @@ def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: 
     return sb3.SB3Agent(model)
 
 
+def train_rllib(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: RunFolder) -> Agent:
+    """Train (or resume) PPO on Ray RLlib (:mod:`hlgym.agents.rllib`); returns the final
+    attention network as an Agent."""
+    from hlgym.agents import rllib
+
+    assert args.timesteps is not None and args.n_envs is not None
+    manifest = run.latest_checkpoint() if args.resume else None
+    hp = dict(hp)
+    net_kwargs = hp.pop("policy_kwargs", None)
+    cfg = rllib.ppo_config(  # resolve checked the hyperparameters
+        args.env,
+        config,
+        hp,
+        n_envs=args.n_envs,
+        num_env_runners=args.num_env_runners,
+        seed=args.seed if manifest is None else resume_seed(args.seed, int(manifest["timesteps"])),
+        net_kwargs=net_kwargs,
+    )
+    log = run.episode_log(keep=None if manifest is None else int(manifest["episodes"]), env_id=args.env)
+    if manifest is not None:
+        print(f"resuming {run.path} at step {manifest['timesteps']} ({manifest['episodes']} episodes logged)")
+    try:
+        return rllib.train(
+            run,
+            log,
+            cfg,
+            goal=config.goal,
+            timesteps=args.timesteps,
+            checkpoint_every=args.checkpoint_every,
+            resume_from=None if manifest is None else manifest["model"],
+            ray_address=args.ray_address,
+            progress=args.progress,
+        )
+    finally:
+        log.close()
+
+
 def train_hl_dqn(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: RunFolder) -> Agent:
     """Train (or resume) the reference's DQN; returns it as an Agent (greedy)."""
     assert args.timesteps is not None
@@ -405,10 +507,15 @@ def train_hl_dqn(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], ru
     return agent
 
 
-def load_trained(algo: str, path: str, device: str) -> Agent:
+def load_trained(algo: str, path: str, device: str, backend: str = "sb3") -> Agent:
     """A saved model of ``algo`` (a trained algorithm, checked by :func:`resolve`) as an Agent."""
     if algo == "hl_dqn":
         return HLDQNAgent.load(path)
+    if backend == "rllib":
+        try:
+            return PeerSetAgent.load(path)
+        except ValueError as exc:
+            raise SystemExit(f"--evaluate-model: {exc}") from exc
     return sb3.SB3Agent(sb3.algorithm_class(algo).load(path, device=device))
 
 
@@ -538,7 +645,9 @@ def run_one(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
 
     start = time.perf_counter()
     if args.evaluate_model is not None:
-        agent = load_trained(args.algo, args.evaluate_model, args.device)
+        agent = load_trained(args.algo, args.evaluate_model, args.device, args.backend)
+    elif args.backend == "rllib":
+        agent = train_rllib(args, config, hp, run)
     elif args.algo in sb3.ALGORITHMS:
         agent = train_sb3(args, config, hp, run)
     elif args.algo == "hl_dqn":
@@ -547,23 +656,22 @@ def run_one(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
         agent = make_agent(args.algo, args.seed, parse_pairs(args.agent_kwargs, "--agent-kwargs"))
     train_time = time.perf_counter() - start
 
-    env = gym.make(args.env, config=config)
-    if isinstance(agent, LookaheadAgent):
-        agent.bind(env)
     policies: dict[str, Agent] = {args.algo.rpartition(":")[2]: agent}
     for base in BASELINES:
         policies.setdefault(base, make_agent(base, args.seed))
-    results = {
-        pname: evaluate(pagent, env, args.eval_episodes, seed=args.eval_seed, progress=args.progress)
-        for pname, pagent in policies.items()
-    }
-    env.close()
+    results = evaluate_all(args, config, policies)
+    families: dict[str, dict[str, Evaluation]] = {}
+    if config.tasks is not None:  # a task distribution: also each held-out family on its own
+        for family in config.tasks.held_out:
+            only = config.replace(tasks=dataclasses.replace(config.tasks, split=family.name))
+            families[family.name] = evaluate_all(args, only, policies)
     run.write_results(
         {
             "env_id": args.env,
             "env_config": config.to_dict(),
             "algo": args.algo,
             "policy": args.policy if args.algo in sb3.ALGORITHMS else None,
+            "backend": args.backend,
             "timesteps": args.timesteps if args.algo in TRAINED_ALGOS and args.evaluate_model is None else 0,
             "evaluated_model": args.evaluate_model,
             "seed": args.seed,
@@ -572,12 +680,30 @@ def run_one(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
             "train_time_s": train_time,
         },
         results,
+        families,
     )
     print(f"\n{args.env}: {args.eval_episodes} held-out episodes per policy (seeds {args.eval_seed}..)")
     print(format_table(results))
+    for name, evaluations in families.items():
+        print(f"\nheld-out family {name}: {args.eval_episodes} episodes per policy (seeds {args.eval_seed}..)")
+        print(format_table(evaluations))
     print(f"\nwrote {run.results_file}")
     _draw(run)
     return results
+
+
+def evaluate_all(args: Args, config: PeerSelectionConfig, policies: Mapping[str, Agent]) -> dict[str, Evaluation]:
+    """Every policy on the same ``args.eval_episodes`` held-out episodes of ``config``'s env."""
+    env = gym.make(args.env, config=config)
+    try:
+        out = {}
+        for name, agent in policies.items():
+            if isinstance(agent, LookaheadAgent):
+                agent.bind(env)
+            out[name] = evaluate(agent, env, args.eval_episodes, seed=args.eval_seed, progress=args.progress)
+        return out
+    finally:
+        env.close()
 
 
 def _draw(run: RunFolder) -> None:

@@ -10,7 +10,7 @@ import gymnasium as gym
 import pytest
 from gymnasium.envs.registration import EnvSpec
 
-from hlgym.envs import PeerSelectionConfig, PeerSelectionEnv
+from hlgym.envs import PeerSelectionConfig, PeerSelectionEnv, TaskDistributionEnv
 from hlgym.envs.registration import PRESETS
 
 from .conftest import tiny_overrides
@@ -25,7 +25,8 @@ def test_spec_survives_json_and_makes_the_same_config(env_id: str) -> None:
     overrides = tiny_overrides(env_id)
     a = gym.make(restored, **overrides).unwrapped
     b = gym.make(env_id, **overrides).unwrapped
-    assert isinstance(a, PeerSelectionEnv) and isinstance(b, PeerSelectionEnv)
+    kind = TaskDistributionEnv if env_id == "hlgym/TaskDistribution-v0" else PeerSelectionEnv
+    assert isinstance(a, kind) and isinstance(b, kind)
     assert a.config == b.config == PRESETS[env_id].replace(**overrides)
 
 

@@ -125,8 +125,10 @@ class EpisodeOutcome:
 
     @classmethod
     def from_final_info(cls, info: dict[str, Any], episode_return: float, goal: float) -> EpisodeOutcome:
-        """The outcome from the info dict of an episode's last step."""
+        """The outcome from the info dict of an episode's last step (``info["goal"]``, a task
+        distribution's per-task goal, wins over ``goal``)."""
         accuracy = float(info["accuracy"])
+        goal = float(info.get("goal", goal))
         return cls(
             int(info["round"]),
             float(info["comm_cost"]),

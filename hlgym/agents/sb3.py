@@ -23,7 +23,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from hlgym.agents.attention import PeerAttentionPolicy
+from hlgym.agents.attention import PeerAttentionPolicy, best_online_peer
 from hlgym.agents.base import EpisodeOutcome
 from hlgym.envs import PeerSelectionConfig
 from hlgym.envs.vector import BatchedPeerSelection, EnvCopy, check_copy_method
@@ -184,10 +184,10 @@ def make_vec_env(env_id: str, config: PeerSelectionConfig, n_envs: int, seed: in
     ``DummyVecEnv``.
     """
     base: VecEnv
-    if n_envs > 1:
+    if n_envs > 1 and config.tasks is None:
         base = BatchedPeerSelectionVecEnv(config, n_envs)
-    else:
-        base = DummyVecEnv([lambda: gym.make(env_id, config=config)])
+    else:  # one copy, or a task distribution (whose copies differ in size: no batched engine)
+        base = DummyVecEnv([lambda: gym.make(env_id, config=config)] * n_envs)
     venv = VecMonitor(base)
     venv.seed(seed)
     return venv
@@ -282,9 +282,7 @@ class SB3Agent:
         if isinstance(policy, PeerAttentionPolicy):
             with torch.inference_mode():
                 x = torch.as_tensor(np.asarray(obs, dtype=np.float32)[None], device=policy.device)
-                scores = policy.peer_scores(x)[0][0].cpu().numpy()
-            scores[~mask] = -np.inf
-            return int(np.argmax(scores))
+                return best_online_peer(policy.peer_scores(x)[0][0], mask)
         kwargs: dict[str, Any] = {"deterministic": self.deterministic}
         if type(self.model).__name__ == "MaskablePPO":
             kwargs["action_masks"] = mask

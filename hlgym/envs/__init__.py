@@ -5,6 +5,8 @@ from hlgym.envs.datasets import DataNotFoundError, Dataset, load_dataset
 from hlgym.envs.episode import Episode, ResetNeededError
 from hlgym.envs.peer_selection import PeerSelectionEnv
 from hlgym.envs.registration import PRESETS
+from hlgym.envs.task_distribution import TaskDistributionEnv
+from hlgym.envs.tasks import TaskFamily, TaskSpec
 from hlgym.envs.vector import BatchedPeerSelectionVectorEnv
 
 __all__ = [
@@ -16,5 +18,8 @@ __all__ = [
     "PeerSelectionConfig",
     "PeerSelectionEnv",
     "ResetNeededError",
+    "TaskDistributionEnv",
+    "TaskFamily",
+    "TaskSpec",
     "load_dataset",
 ]

@@ -13,11 +13,12 @@ from typing import Any
 import torch
 
 from hlgym.envs.datasets import DATASETS
-from hlgym.envs.observation import OBSERVATIONS
+from hlgym.envs.observation import OBSERVATIONS, feature_names
 from hlgym.envs.partition import PARTITIONS
 from hlgym.envs.scenarios import PEER_RULES
 from hlgym.envs.scenarios.domain_shift import ALIGNMENTS, DOMAIN_SHIFTS, check_level
 from hlgym.envs.scenarios.modality_experts import MODALITY_SPLITS
+from hlgym.envs.tasks import SPEC_KEYS, TaskSpec
 from hlgym.envs.topology import TOPOLOGIES, validate_matrix
 from hlgym.envs.transfer import BYZANTINE_MODES, DISTILL_ON, PER_PEER, TRANSFERS
 from hlgym.models.training import MODELS, OPTIMIZERS
@@ -191,6 +192,15 @@ class PeerSelectionConfig:
     """``modality_split``: temperature of the InfoNCE loss (cosine similarities divided by
     it; BiCSL's 0.07). > 0."""
 
+    # --- task distribution (hlgym.envs.tasks; README "Meta-learning across tasks") ----------
+    tasks: TaskSpec | None = None
+    """None (one task: this config), or a task distribution: a dict with ``max_peers``,
+    ``split`` (``"train"``, ``"held_out"`` or a family's name), ``train`` and ``held_out``
+    (lists of families: a ``name`` and config fields, each a value or ``{"choice": [...]}``).
+    Every reset of :class:`~hlgym.envs.TaskDistributionEnv` draws a family of the split and a
+    task of it; this config's other fields are every task's defaults. Held as a
+    :class:`~hlgym.envs.tasks.TaskSpec`; ``observation="peer_features"`` only."""
+
     # --- execution -------------------------------------------------------------------------
     device: str = "cpu"
     """Torch device of data and models, e.g. ``"cpu"`` or ``"cuda"``."""
@@ -200,11 +210,29 @@ class PeerSelectionConfig:
             object.__setattr__(self, "topology", _as_matrix(self.topology, self.n_peers))
         if isinstance(self.source_domains, list):  # JSON gives lists; the config holds tuples (hashable)
             object.__setattr__(self, "source_domains", tuple(self.source_domains))
+        if self.tasks is not None and not isinstance(self.tasks, TaskSpec):
+            object.__setattr__(self, "tasks", TaskSpec.from_dict(self.tasks))
         _validate(self)
 
     def replace(self, **overrides: Any) -> PeerSelectionConfig:
         """A copy with some fields changed; unknown names raise a ``TypeError`` that
-        lists the accepted ones."""
+        lists the accepted ones. ``tasks.<key>`` (``tasks.split``, ``tasks.max_peers``, ...)
+        changes one key of a task distribution's spec."""
+        nested = {k.partition(".")[2]: overrides.pop(k) for k in list(overrides) if k.startswith("tasks.")}
+        if nested:
+            current = overrides.get("tasks", self.tasks)
+            if current is None:
+                key = next(iter(nested))
+                raise ValueError(
+                    f"tasks.{key}={nested[key]!r} is not accepted: the config has no tasks; accepted: tasks.<key> "
+                    "on a task distribution (hlgym/TaskDistribution-v0)"
+                )
+            spec = TaskSpec.from_dict(current).to_dict()
+            for key, value in nested.items():
+                if key not in SPEC_KEYS:
+                    raise TypeError(f"'tasks.{key}' is not a key of tasks; accepted: {', '.join(SPEC_KEYS)}")
+                spec[key] = value
+            overrides["tasks"] = spec
         check_field_names(overrides)
         return dataclasses.replace(self, **overrides)
 
@@ -223,6 +251,7 @@ class PeerSelectionConfig:
         if not isinstance(self.topology, str):
             out["topology"] = [list(row) for row in self.topology]
         out["source_domains"] = list(self.source_domains)
+        out["tasks"] = None if self.tasks is None else self.tasks.to_dict()
         if changed_only:
             default = PeerSelectionConfig()
             out = {k: v for k, v in out.items() if getattr(self, k) != getattr(default, k)}
@@ -349,6 +378,7 @@ def _validate(cfg: PeerSelectionConfig) -> None:
     _real(cfg, "byzantine_scale", "a number > 0", lambda v: v > 0)
     _validate_domain_shift(cfg)
     _validate_modalities(cfg)
+    _validate_tasks(cfg)
     try:
         torch.device(cfg.device)
     except (RuntimeError, TypeError):
@@ -408,6 +438,40 @@ def _validate_modalities(cfg: PeerSelectionConfig) -> None:
         )
 
 
+def _validate_tasks(cfg: PeerSelectionConfig) -> None:
+    """Every task a family can draw is a valid config with at most ``max_peers`` peers and
+    the same observation columns as the others."""
+    spec = cfg.tasks
+    if spec is None:
+        return
+    if cfg.observation != "peer_features":
+        _fail("observation", cfg.observation, "'peer_features' with tasks (its rows are padded to max_peers)")
+    columns: dict[tuple[str, ...], str] = {}
+    for family in spec.train + spec.held_out:
+        for name in family.fields():
+            if name in ("tasks", "observation"):
+                raise ValueError(f"tasks family {family.name!r}: the field {name!r} is not accepted in a family")
+            check_field_names([name])
+        for task in family.tasks():
+            try:
+                one = dataclasses.replace(cfg, tasks=None, **task)
+            except ValueError as exc:
+                raise ValueError(f"tasks family {family.name!r}: {exc}") from exc
+            if one.n_peers > spec.max_peers:
+                raise ValueError(
+                    f"tasks family {family.name!r}: n_peers={one.n_peers} is not accepted; accepted: at most "
+                    f"tasks.max_peers={spec.max_peers}"
+                )
+            names = feature_names(one.domain_shift is not None, one.modality_split is not None)
+            columns.setdefault(names, family.name)
+    if len(columns) > 1:
+        (a, fa), (b, fb) = list(columns.items())[:2]
+        raise ValueError(
+            f"tasks: family {fa!r} observes {', '.join(a)} but {fb!r} observes {', '.join(b)}; accepted: families "
+            "whose tasks have the same observation columns (a domain shift or a modality split in all or none)"
+        )
+
+
 def parse_pairs(pairs: Sequence[str], option: str = "--env-kwargs") -> dict[str, Any]:
     """Turn ``["goal=0.7", "model=cnn"]`` into a dict of typed values.
 
@@ -439,5 +503,5 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
         TypeError: If a key is not a config field.
     """
     out = parse_pairs(pairs)
-    check_field_names(out)
+    check_field_names(k for k in out if not k.startswith("tasks."))  # tasks.<key>: checked by replace
     return out

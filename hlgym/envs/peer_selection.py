@@ -106,6 +106,11 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         **overrides: Any,
     ) -> None:
         cfg = make_config(config, **overrides)
+        if cfg.tasks is not None:
+            raise ValueError(
+                "tasks is not accepted by PeerSelectionEnv (one task); accepted: tasks=None, or "
+                "TaskDistributionEnv (hlgym/TaskDistribution-v0) for a task distribution"
+            )
         check_render_mode(render_mode)
         self.config = cfg
         self.render_mode = render_mode

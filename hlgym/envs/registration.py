@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium as gym
 
 from hlgym.envs.config import PeerSelectionConfig
+from hlgym.envs.tasks import TaskSpec
 
 ENTRY_POINT = "hlgym.envs.peer_selection:PeerSelectionEnv"
 # gymnasium.make_vec(id, num_envs) builds the batched vector env (the copies' models train in batched calls).
@@ -60,6 +61,73 @@ PRESETS: dict[str, PeerSelectionConfig] = {
 }
 
 
+# A task distribution (README "Meta-learning across tasks"): scikit-learn's digits, the
+# default's MLP and reward; every reset draws a family, then its peers, partition and
+# topology. The held-out families are never trained on: sparser label skews and more peers
+# than any train task. Each family's goal: the median of the best accuracy a random route
+# reaches within 36 rounds, so a random route reaches it in about half of the episodes
+# (bench/task_study.py measured them; docs/tasks.md).
+TASKS: dict[str, Any] = {
+    "max_peers": 20,
+    "split": "train",
+    "train": [
+        {
+            "name": "hl_skew",
+            "partition": "hl_skew",
+            "n_peers": {"choice": [5, 10]},
+            "topology": {"choice": ["hl_random", "euclidean"]},
+            "goal": 0.85,
+        },
+        {
+            "name": "dirichlet",
+            "partition": "dirichlet",
+            "n_peers": {"choice": [5, 10, 15]},
+            "dirichlet_alpha": {"choice": [0.3, 1.0]},
+            "topology": "euclidean",
+            "goal": 0.88,
+        },
+        {
+            "name": "shards",
+            "partition": "shards",
+            "n_peers": {"choice": [5, 10, 15]},
+            "classes_per_peer": {"choice": [2, 3]},
+            "topology": "euclidean",
+            "goal": 0.52,
+        },
+    ],
+    "held_out": [
+        {
+            "name": "dirichlet_sparse",
+            "partition": "dirichlet",
+            "n_peers": 20,
+            "dirichlet_alpha": 0.1,
+            "topology": "euclidean",
+            "goal": 0.51,
+        },
+        {
+            "name": "shards_20",
+            "partition": "shards",
+            "n_peers": 20,
+            "classes_per_peer": {"choice": [2, 3]},
+            "topology": "euclidean",
+            "goal": 0.54,
+        },
+        {
+            "name": "hl_skew_20",
+            "partition": "hl_skew",
+            "n_peers": 20,
+            "main_samples": 25,
+            "other_samples": 25,
+            "topology": "euclidean",
+            "goal": 0.8,
+        },
+    ],
+}
+PRESETS["hlgym/TaskDistribution-v0"] = PeerSelectionConfig(tasks=TaskSpec.from_dict(TASKS))
+# The ids whose entry point is not PeerSelectionEnv (no batched vector env: copies differ in size).
+ENTRY_POINTS = {"hlgym/TaskDistribution-v0": "hlgym.envs.task_distribution:TaskDistributionEnv"}
+
+
 def register_envs() -> None:
     """Register every id in :data:`PRESETS` with Gymnasium (idempotent).
 
@@ -73,7 +141,7 @@ def register_envs() -> None:
         if env_id not in gym.registry:
             gym.register(
                 id=env_id,
-                entry_point=ENTRY_POINT,
-                vector_entry_point=VECTOR_ENTRY_POINT,
+                entry_point=ENTRY_POINTS.get(env_id, ENTRY_POINT),
+                vector_entry_point=None if env_id in ENTRY_POINTS else VECTOR_ENTRY_POINT,
                 kwargs={"config": config.to_dict(changed_only=True)},
             )

@@ -65,6 +65,11 @@ class BatchedPeerSelection:
             raise ValueError(f"n_envs={n_envs!r} is not accepted; accepted: an integer >= 1")
         check_render_mode(render_mode)
         self.config = cfg = make_config(config, **overrides)
+        if cfg.tasks is not None:
+            raise ValueError(
+                "tasks is not accepted by the batched engine (its copies would differ in size); accepted: tasks=None, "
+                "or TaskDistributionEnv copies in a plain vector env"
+            )
         self.render_mode = render_mode
         data = Episode.load_data(cfg)  # every copy reads the same device tensors
         models = StackedModels.from_spec(model_spec(cfg, data), int(n_envs) * slots_for(cfg))

@@ -1,0 +1,315 @@
+"""Ray RLlib backend: PPO on RLlib's new API stack, whose env runners can span a cluster.
+
+    hlgym-train --backend rllib --num-env-runners 2                 # a local Ray on this machine
+    hlgym-train --backend rllib --ray-address auto ...              # a running cluster (README)
+
+The pieces:
+
+- :func:`make_env` is the env creator registered under :data:`ENV_NAME` (``register_env``).
+  Its ``env_config`` is plain JSON: the registered id and ``PeerSelectionConfig.to_dict()``.
+  Every env runner builds its environments from it and loads the data set from its own disk
+  (scikit-learn's digits, or the IDX files under the config's ``data_dir``); nothing large
+  is shipped between machines, only weights and sampled episodes.
+- :class:`MaskedPeerObservation` turns the ``Box(n_peers, F)`` observation into RLlib's
+  masking layout, ``Dict(observations=..., action_mask=...)``.
+- :class:`PeerAttentionRLModule` is the per-peer attention policy (the SB3 policy's
+  :class:`~hlgym.agents.attention.PeerSetNet`): scores per peer with masked-out peers at the
+  lowest logit, a value from the mean embedding; its weights do not depend on ``n_peers``.
+- :class:`EpisodeOutcomes` sends every finished episode's totals from the env runners to the
+  driver, which writes them to the run's ``episodes.csv``.
+- :func:`train` runs the training in a :class:`~hlgym.runs.RunFolder`: RLlib checkpoints
+  (``checkpoints/rllib_<steps>/``) every ``checkpoint_every`` steps, resumable, and the final
+  network as ``model.pt`` (a :class:`~hlgym.agents.attention.PeerSetAgent`, evaluated
+  without Ray).
+
+This module imports Ray: only ``hlgym-train --backend rllib`` loads it (the ``ray`` extra,
+``pip install -c constraints-ray.txt -e ".[ray]"``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import ray
+import torch
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.tune.registry import register_env
+from tqdm.auto import tqdm
+
+from hlgym.agents.attention import PeerSetAgent, PeerSetNet
+from hlgym.agents.base import EpisodeOutcome
+from hlgym.agents.sb3 import TENSORBOARD_KEYS
+from hlgym.envs import PeerSelectionConfig
+from hlgym.runs import EpisodeLog, RunFolder
+
+__all__ = [
+    "ENV_NAME",
+    "HYPERPARAMS",
+    "EpisodeOutcomes",
+    "MaskedPeerObservation",
+    "PeerAttentionRLModule",
+    "make_env",
+    "ppo_config",
+    "train",
+]
+
+ENV_NAME = "hlgym"
+# The network's keys of the RLModule's model_config (RLlib adds its own, e.g. vf_share_layers).
+NET_KEYS = ("d_model", "n_heads", "n_layers")
+# hyperparams/ppo.yml's keys (SB3's PPO) and RLlib's PPOConfig.training names for them.
+# n_steps is per env copy in SB3: one update uses n_steps * n_envs steps, here as there.
+HYPERPARAMS = {
+    "batch_size": "minibatch_size",
+    "n_epochs": "num_epochs",
+    "learning_rate": "lr",
+    "gamma": "gamma",
+    "gae_lambda": "lambda_",
+    "ent_coef": "entropy_coeff",
+    "clip_range": "clip_param",
+    "vf_coef": "vf_loss_coeff",
+    "max_grad_norm": "grad_clip",
+}
+# The episode totals an env runner sends (EpisodeOutcome.from_final_info reads them).
+INFO_KEYS = ("round", "comm_cost", "bytes_sent", "accuracy")
+
+
+class MaskedPeerObservation(gym.ObservationWrapper[dict[str, Any], int, np.ndarray]):
+    """``Dict(observations=Box(n_peers, F), action_mask=Box(0, 1, (n_peers,)))``: the
+    observation with the env's ``action_masks()`` (1 = the peer is online), the layout RLlib's
+    action-masking modules read.
+
+    Args:
+        env: An hlgym env with ``observation="peer_features"``.
+    """
+
+    def __init__(self, env: gym.Env[np.ndarray, int]) -> None:
+        super().__init__(env)
+        assert isinstance(env.action_space, gym.spaces.Discrete)
+        n = int(env.action_space.n)
+        self.observation_space = gym.spaces.Dict(
+            {
+                "observations": env.observation_space,
+                "action_mask": gym.spaces.Box(0.0, 1.0, (n,), np.float32),
+            }
+        )
+
+    def observation(self, observation: np.ndarray) -> dict[str, Any]:
+        """The observation and the current action mask."""
+        mask = self.env.unwrapped.action_masks()  # type: ignore[attr-defined]
+        return {"observations": observation, "action_mask": np.asarray(mask, dtype=np.float32)}
+
+
+def make_env(env_config: Mapping[str, Any]) -> gym.Env[dict[str, Any], int]:
+    """The env creator registered as :data:`ENV_NAME`: ``env_config`` holds ``env_id`` (a
+    registered id) and ``config`` (``PeerSelectionConfig.to_dict()``)."""
+    import hlgym  # noqa: F401  (registers the ids in an env runner's process)
+
+    config = PeerSelectionConfig.from_dict(env_config["config"])
+    return MaskedPeerObservation(gym.make(env_config["env_id"], config=config))
+
+
+class PeerAttentionRLModule(TorchRLModule, ValueFunctionAPI):  # type: ignore[misc]
+    """The per-peer attention policy as an RLlib RLModule (PPO).
+
+    ``model_config`` takes ``d_model``, ``n_heads`` and ``n_layers`` (PeerSetNet's). The
+    action logits are the peers' scores, with a masked-out peer's set to the lowest float, so
+    it is never sampled; values come from the same encoder.
+    """
+
+    def setup(self) -> None:
+        """Build the network for the observation's ``F`` columns."""
+        shape = self.observation_space["observations"].shape
+        self.net_kwargs = {k: int(self.model_config[k]) for k in NET_KEYS if k in self.model_config}
+        self.n_features = int(shape[-1])
+        self.peer_net = PeerSetNet(self.n_features, **self.net_kwargs)
+
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        obs = batch[Columns.OBS]
+        scores, _ = self.peer_net(obs["observations"].float())
+        logits = scores.masked_fill(obs["action_mask"] < 0.5, torch.finfo(scores.dtype).min)
+        return {Columns.ACTION_DIST_INPUTS: logits}
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
+        """The value of each observation in ``batch`` (shape ``(batch,)``)."""
+        values: torch.Tensor = self.peer_net(batch[Columns.OBS]["observations"].float())[1]
+        return values.squeeze(-1)
+
+    def agent(self) -> PeerSetAgent:
+        """A copy of the network as a Ray-free :class:`~hlgym.agents.attention.PeerSetAgent`."""
+        net = PeerSetNet(self.n_features, **self.net_kwargs)
+        net.load_state_dict({k: v.detach().cpu() for k, v in self.peer_net.state_dict().items()})
+        return PeerSetAgent(net, self.n_features, self.net_kwargs)
+
+
+class EpisodeOutcomes(RLlibCallback):  # type: ignore[misc]
+    """Logs every finished episode's totals (:data:`INFO_KEYS` of its last info and its
+    return) under ``("hlgym", "episodes")`` of the env runners' metrics, as a series that the
+    driver reads once per training iteration."""
+
+    def on_episode_end(self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
+        info = episode.get_infos(-1)
+        totals = {key: float(info[key]) for key in INFO_KEYS}
+        totals["return"] = float(episode.get_return())
+        metrics_logger.log_value(("hlgym", "episodes"), totals, reduce="item_series")
+
+
+def rllib_hyperparams(hp: Mapping[str, Any], n_envs: int) -> dict[str, Any]:
+    """``PPOConfig.training`` keywords from a hyperparams/ppo.yml entry (SB3's names).
+
+    Raises:
+        ValueError: For a key RLlib's PPO has no counterpart for (named, with the accepted ones).
+    """
+    unknown = sorted(set(hp) - {*HYPERPARAMS, "n_steps"})
+    if unknown:
+        raise ValueError(
+            f"hyperparameter {unknown[0]!r} has no RLlib counterpart; accepted with --backend rllib: "
+            f"n_steps, {', '.join(HYPERPARAMS)}"
+        )
+    out = {HYPERPARAMS[k]: v for k, v in hp.items() if k in HYPERPARAMS}
+    # SB3's defaults where the entry is silent, so both backends train with the same settings.
+    out.setdefault("minibatch_size", 64)
+    out.setdefault("num_epochs", 10)
+    out.setdefault("lr", 3e-4)
+    out.setdefault("gamma", 0.99)
+    out.setdefault("lambda_", 0.95)
+    out.setdefault("entropy_coeff", 0.0)
+    out.setdefault("clip_param", 0.2)
+    out.setdefault("vf_loss_coeff", 0.5)
+    out.setdefault("grad_clip", 0.5)
+    out["train_batch_size_per_learner"] = int(hp.get("n_steps", 2048)) * n_envs
+    if out["minibatch_size"] > out["train_batch_size_per_learner"]:
+        raise ValueError(
+            f"batch_size={out['minibatch_size']} is not accepted with n_steps * n_envs = "
+            f"{out['train_batch_size_per_learner']}; accepted: at most the steps of one update"
+        )
+    return out
+
+
+def ppo_config(
+    env_id: str,
+    config: PeerSelectionConfig,
+    hp: Mapping[str, Any],
+    *,
+    n_envs: int,
+    num_env_runners: int,
+    seed: int,
+    net_kwargs: Mapping[str, int] | None = None,
+) -> PPOConfig:
+    """RLlib's PPO config for ``env_id`` with ``config``.
+
+    Args:
+        env_id: A registered hlgym id.
+        config: The env's resolved config (sent as plain JSON).
+        hp: The hyperparams/ppo.yml entry (SB3's names, see :func:`rllib_hyperparams`).
+        n_envs: The SB3 entry's env copies: one update uses ``n_steps * n_envs`` steps.
+        num_env_runners: Env runners (one env and one CPU each); 0 samples on the driver.
+        seed: Env runner i seeds its env with ``seed + i`` at its first reset (RLlib's rule).
+        net_kwargs: PeerSetNet's ``d_model``, ``n_heads``, ``n_layers`` (its defaults if None).
+    """
+    register_env(ENV_NAME, make_env)
+    return (
+        PPOConfig()
+        .environment(ENV_NAME, env_config={"env_id": env_id, "config": config.to_dict()})
+        .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=1, num_cpus_per_env_runner=1)
+        .learners(num_learners=0)
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=PeerAttentionRLModule, model_config=dict(net_kwargs or {})))
+        .training(**rllib_hyperparams(hp, n_envs))
+        .callbacks(EpisodeOutcomes)
+        .debugging(seed=seed)
+    )
+
+
+def _start_ray(address: str | None, num_env_runners: int) -> bool:
+    """Connect to ``address``, or start a local Ray with this machine's cores (at least one
+    per env runner and one for the driver). Returns whether this call started Ray."""
+    if ray.is_initialized():
+        return False
+    if address is not None:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        cpus = max(os.cpu_count() or 1, num_env_runners + 1)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def train(
+    run: RunFolder,
+    log: EpisodeLog,
+    cfg: PPOConfig,
+    *,
+    goal: float,
+    timesteps: int,
+    checkpoint_every: int,
+    resume_from: Path | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> PeerSetAgent:
+    """Train (or resume) PPO until ``timesteps`` env steps were sampled, writing each
+    finished episode to ``log``, a checkpoint every ``checkpoint_every`` steps and at the end,
+    and the final network to ``run``'s ``model.pt``; returns that network as an Agent.
+
+    Args:
+        run: The run folder.
+        log: Its training log (cut back to the checkpoint's episodes on a resume).
+        cfg: :func:`ppo_config`'s config.
+        goal: The env's goal accuracy (whether an episode reached it).
+        timesteps: The training budget [env steps]; RLlib samples whole batches, so a run
+            ends at the first iteration that reaches it.
+        checkpoint_every: Env steps between checkpoints.
+        resume_from: A checkpoint folder to continue from (its manifest's ``model``).
+        ray_address: A running cluster's address (``auto``: the one this machine joined);
+            None starts a local Ray.
+        progress: Show a progress bar.
+    """
+    started = _start_ray(ray_address, int(cfg.num_env_runners))
+    algo: Algorithm = cfg.build_algo()
+    try:
+        steps, episodes = 0, log.n_rows
+        if resume_from is not None:
+            algo.restore_from_path(str(Path(resume_from).resolve()))
+            manifest = run.latest_checkpoint()
+            assert manifest is not None
+            steps = int(manifest["timesteps"])
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(run.tensorboard / "rllib"))
+        last_ckpt = steps
+        bar = tqdm(total=timesteps, initial=min(steps, timesteps), disable=not progress, unit="step")
+        try:
+            while steps < timesteps:
+                result = algo.train()
+                sampled = int(result["env_runners"]["num_env_steps_sampled"])
+                steps += sampled
+                bar.update(min(sampled, timesteps - bar.n))
+                for totals in result["env_runners"].get("hlgym", {}).get("episodes", []):
+                    info = {key: totals[key] for key in INFO_KEYS}
+                    row = log.append(steps, EpisodeOutcome.from_final_info(info, totals["return"], goal))
+                    for key in TENSORBOARD_KEYS:
+                        tb.add_scalar(f"hl/{key}", float(row[key]), steps)
+                episodes = log.n_rows
+                if steps - last_ckpt >= checkpoint_every or steps >= timesteps:
+                    run.commit_checkpoint_dir(steps, episodes, lambda path: algo.save_to_path(str(path.resolve())))
+                    last_ckpt = steps
+        finally:
+            bar.close()
+            tb.close()
+        module = algo.get_module()
+        assert isinstance(module, PeerAttentionRLModule)
+        agent = module.agent()
+    finally:
+        algo.stop()
+        if started:
+            ray.shutdown()
+    run.write_model("ppo", agent.to_bytes(), backend="rllib")
+    return agent

@@ -1,0 +1,217 @@
+"""TaskDistributionEnv: every reset draws a task from families; fixed spaces for any task."""
+
+from __future__ import annotations
+
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from hlgym.envs.config import PeerSelectionConfig, make_config
+from hlgym.envs.episode import RENDER_MODES, ResetNeededError, check_render_mode
+from hlgym.envs.observation import feature_names
+from hlgym.envs.peer_selection import PeerSelectionEnv
+from hlgym.envs.tasks import TaskFamily, TaskSpec
+
+__all__ = ["PRESENT", "TaskDistributionEnv"]
+
+PRESENT = "present"
+"""The observation's last column: 1 on a peer of the task, 0 on the padding rows."""
+
+
+class TaskDistributionEnv(gym.Env[np.ndarray, np.int64]):
+    """Meta-learning across tasks: each episode is a task drawn from a family.
+
+    ## Description
+
+    The config's ``tasks`` (:class:`~hlgym.envs.tasks.TaskSpec`) lists train and held-out
+    families; ``tasks.split`` says which a reset draws from. A reset draws a family
+    (uniformly), then the task's fields (each ``choice`` uniformly): the number of peers,
+    partition and its parameters, topology, transfer mode, scenario, goal, any config field.
+    The episode is then a :class:`~hlgym.envs.PeerSelectionEnv` with the config plus those
+    fields (one env per distinct task, built at its first draw and kept).
+
+    ## Spaces
+
+    Fixed for every task, so one policy trains on all of them: observation
+    ``Box(0, 1, (max_peers, F + 1))``, the task's ``peer_features`` rows first, then zero
+    rows; the last column (:data:`PRESENT`) is 1 on the task's peers. Actions
+    ``Discrete(max_peers)``; :meth:`action_masks` (and ``info["action_mask"]``) allow only the
+    task's online peers. An absent peer's index (which a policy without masks may sample)
+    keeps the model at its holder, as the holder's own index does, with
+    ``info["absent_peer"]`` True. Absent rows are all zeros, which
+    :class:`~hlgym.agents.attention.PeerSetNet` (the attention policy) leaves out of
+    attention, scores and value.
+
+    ## Rewards, episode end, info
+
+    The task's (its own goal). ``info`` is the task env's, plus ``task`` (``family`` and the
+    drawn fields), ``n_peers`` and ``goal``; ``info["action_mask"]`` is padded to
+    ``max_peers``, the other per-peer arrays are the task's.
+
+    ## Arguments
+
+    ``TaskDistributionEnv(config=None, render_mode=None, **overrides)``, as
+    :class:`~hlgym.envs.PeerSelectionEnv`; the config must have ``tasks``.
+
+    ## Randomness
+
+    ``reset(seed)`` seeds ``self.np_random``, which draws the family, the task and the
+    seed the task env's reset gets: the same seed gives the same task and episode.
+    """
+
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 2}  # noqa: RUF012  (Gymnasium's plain-dict convention)
+
+    def __init__(
+        self,
+        config: PeerSelectionConfig | dict[str, Any] | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        cfg = make_config(config, **overrides)
+        if cfg.tasks is None:
+            raise ValueError(
+                "tasks=None is not accepted by TaskDistributionEnv; accepted: a task spec (see "
+                "hlgym.envs.tasks), or PeerSelectionEnv for one task"
+            )
+        check_render_mode(render_mode)
+        self.config = cfg
+        self.render_mode = render_mode
+        self.spec_tasks: TaskSpec = cfg.tasks
+        self.families: tuple[TaskFamily, ...] = cfg.tasks.families()
+        first = next(self.families[0].tasks())
+        task_cfg = cfg.replace(tasks=None, **first)
+        columns = feature_names(task_cfg.domain_shift is not None, task_cfg.modality_split is not None)
+        self.feature_names: tuple[str, ...] = (*columns, PRESENT)
+        """The observation's columns: the task env's and :data:`PRESENT`."""
+        n = self.spec_tasks.max_peers
+        self.observation_space = spaces.Box(0.0, 1.0, (n, len(self.feature_names)), np.float32)
+        self.action_space = spaces.Discrete(n)
+        self._envs: dict[str, PeerSelectionEnv] = {}
+        self._env: PeerSelectionEnv | None = None
+        self.task: dict[str, Any] = {}
+        """The current task: ``family`` and the drawn fields (empty before the first reset)."""
+
+    # ------------------------------------------------------------------ Gymnasium API
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Draw a family and a task, then start the task's episode.
+
+        Args:
+            seed: Seeds the environment's RNG, which drives every draw.
+            options: Not used; must be None or empty.
+        """
+        super().reset(seed=seed)
+        family = self.families[int(self.np_random.integers(len(self.families)))]
+        fields = family.draw(self.np_random)
+        key = self.spec_tasks.key(family, fields)
+        if key not in self._envs:
+            try:
+                self._envs[key] = PeerSelectionEnv(self.config.replace(tasks=None, **fields), self.render_mode)
+            except ValueError as exc:  # the data cannot serve the task (checked with the data)
+                raise ValueError(f"tasks family {family.name!r}, task {fields}: {exc}") from exc
+        self._env = self._envs[key]
+        self.task = {"family": family.name, **fields}
+        obs, info = self._env.reset(seed=int(self.np_random.integers(2**31 - 1)), options=options)
+        return self._pad(obs), self._info(info)
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Send the model to peer ``action`` of the current task (see PeerSelectionEnv.step)."""
+        env = self._current()
+        value = np.asarray(action)
+        m = self.spec_tasks.max_peers
+        if value.size != 1 or not np.issubdtype(value.dtype, np.integer) or not 0 <= int(value.reshape(())) < m:
+            raise ValueError(f"action={action!r} is not accepted; accepted: an integer peer index in [0, {m - 1}]")
+        peer = int(value.reshape(()))
+        # A padding row's index (an unmasked policy may sample it) keeps the model where it is:
+        # the holder's own index, a legal action; info["absent_peer"] tells it apart.
+        absent = peer >= env.config.n_peers
+        obs, reward, terminated, truncated, info = env.step(env.route[-1] if absent else peer)
+        return self._pad(obs), reward, terminated, truncated, {**self._info(info), "absent_peer": absent}
+
+    def render(self) -> str | np.ndarray | None:
+        """The current task's render (see PeerSelectionEnv.render)."""
+        return self._current().render()
+
+    # ------------------------------------------------------------------ more than Gymnasium's
+
+    def action_masks(self) -> np.ndarray:
+        """The task's online peers, padded with False to ``max_peers``; all False before
+        the first reset."""
+        mask = np.zeros(self.spec_tasks.max_peers, dtype=bool)
+        if self._env is not None:
+            inner = self._env.action_masks()
+            mask[: inner.size] = inner
+        return mask
+
+    def full_test_accuracy(self) -> float:
+        """The current task's model on the whole test set (see PeerSelectionEnv)."""
+        return self._current().full_test_accuracy()
+
+    @property
+    def task_env(self) -> PeerSelectionEnv:
+        """The current task's env (raises before the first reset)."""
+        return self._current()
+
+    @property
+    def n_peers(self) -> int:
+        """Peers of the current task (0 before the first reset)."""
+        return 0 if self._env is None else self._env.config.n_peers
+
+    # What EpisodeRecorder and the plots read, for the current task.
+    @property
+    def positions(self) -> np.ndarray | None:
+        """The current task's peer positions (see PeerSelectionEnv)."""
+        return None if self._env is None else self._env.positions
+
+    @property
+    def main_classes(self) -> np.ndarray | None:
+        """The current task's peers' main classes (see PeerSelectionEnv)."""
+        return None if self._env is None else self._env.main_classes
+
+    @property
+    def byzantine(self) -> np.ndarray | None:
+        """The current task's byzantine peers (see PeerSelectionEnv)."""
+        return None if self._env is None else self._env.byzantine
+
+    @property
+    def peer_domains(self) -> np.ndarray | None:
+        """The current task's peers' domains (see PeerSelectionEnv)."""
+        return None if self._env is None else self._env.peer_domains
+
+    @property
+    def peer_modalities(self) -> np.ndarray | None:
+        """The current task's peers' views (see PeerSelectionEnv)."""
+        return None if self._env is None else self._env.peer_modalities
+
+    @property
+    def route(self) -> list[int]:
+        """The current task's route (empty before the first reset)."""
+        return [] if self._env is None else self._env.route
+
+    # ------------------------------------------------------------------ internals
+
+    def _current(self) -> PeerSelectionEnv:
+        if self._env is None:
+            raise ResetNeededError("call reset() first: no task has been drawn yet")
+        return self._env
+
+    def _pad(self, obs: np.ndarray) -> np.ndarray:
+        out = np.zeros((self.spec_tasks.max_peers, len(self.feature_names)), dtype=np.float32)
+        out[: obs.shape[0], :-1] = obs
+        out[: obs.shape[0], -1] = 1.0
+        return out
+
+    def _info(self, info: dict[str, Any]) -> dict[str, Any]:
+        env = self._current()
+        return {
+            **info,
+            "action_mask": self.action_masks(),
+            "task": dict(self.task),
+            "n_peers": env.config.n_peers,
+            "goal": env.config.goal,
+            "absent_peer": False,
+        }
