@@ -239,3 +239,19 @@ def test_a_hyperparameter_rllib_lacks_is_refused_before_any_file(
     with pytest.raises(SystemExit, match=r"'use_sde' has no RLlib counterpart; accepted with --backend rllib: n_steps"):
         train.main(["--backend", "rllib", "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
+
+
+@needs_ray
+def test_rllib_trains_on_a_task_distribution(tmp_path: Path) -> None:
+    from tests.test_tasks import SMALL
+
+    out = tmp_path / "tasks"
+    results = train.main(
+        [
+            *("--backend", "rllib", "--env", "hlgym/TaskDistribution-v0", "--num-env-runners", "1", "--n-envs", "1"),
+            *("--timesteps", "100", "--eval-episodes", "1", "--out", str(out), "--no-progress"),
+            *("--env-kwargs", "max_rounds=4", f"tasks={json.dumps(SMALL)}"),
+        ]
+    )
+    assert "ppo" in results and set(RunFolder(out).read_results()["families"]) == {"dir6"}
+    assert read_episodes(out)

@@ -80,7 +80,8 @@ HYPERPARAMS = {
     "vf_coef": "vf_loss_coeff",
     "max_grad_norm": "grad_clip",
 }
-# The episode totals an env runner sends (EpisodeOutcome.from_final_info reads them).
+# The episode totals an env runner sends (EpisodeOutcome.from_final_info reads them; and
+# "goal" where the info has one, a task distribution's per-task goal).
 INFO_KEYS = ("round", "comm_cost", "bytes_sent", "accuracy")
 
 
@@ -161,6 +162,8 @@ class EpisodeOutcomes(RLlibCallback):  # type: ignore[misc]
         info = episode.get_infos(-1)
         totals = {key: float(info[key]) for key in INFO_KEYS}
         totals["return"] = float(episode.get_return())
+        if "goal" in info:  # a task distribution's per-task goal
+            totals["goal"] = float(info["goal"])
         metrics_logger.log_value(("hlgym", "episodes"), totals, reduce="item_series")
 
 
@@ -293,7 +296,7 @@ def train(
                 steps += sampled
                 bar.update(min(sampled, timesteps - bar.n))
                 for totals in result["env_runners"].get("hlgym", {}).get("episodes", []):
-                    info = {key: totals[key] for key in INFO_KEYS}
+                    info = {key: totals[key] for key in (*INFO_KEYS, "goal") if key in totals}
                     row = log.append(steps, EpisodeOutcome.from_final_info(info, totals["return"], goal))
                     for key in TENSORBOARD_KEYS:
                         tb.add_scalar(f"hl/{key}", float(row[key]), steps)
