@@ -605,6 +605,12 @@ def run_seeds(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
         else:
             per_seed[seed] = run_one(one, None)
     policies = across_seeds(per_seed)
+    # A task distribution: the same summary for each held-out family.
+    by_family = {seed: run.seed_run(seed).read_family_evaluations() for seed in args.seeds}
+    families = {
+        name: across_seeds({seed: by_family[seed][name] for seed in args.seeds})
+        for name in by_family[args.seeds[0]]
+    }
     run.write_seed_results(
         {
             "env_id": args.env,
@@ -615,6 +621,7 @@ def run_seeds(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
             "runs": {str(seed): run.seed_run(seed).path.name for seed in args.seeds},
             "eval_seed": args.eval_seed,
             "eval_episodes": args.eval_episodes,
+            **({"families": families} if families else {}),
         },
         policies,
     )
@@ -625,6 +632,9 @@ def run_seeds(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
         f"seed's mean ± the half-width of its 95% t-interval (n = {n}); changes against the same seed's random."
     )
     print(format_seeds_table(policies))
+    for name, summary in families.items():
+        print(f"\nheld-out family {name}, over the {n} seeds:")
+        print(format_seeds_table(summary))
     print(f"\nwrote {run.results_file}")
     _draw(run)
     return per_seed[args.seeds[-1]]

@@ -216,3 +216,20 @@ def test_one_key_of_the_spec_changes_from_the_command_line_or_make() -> None:
         train.resolve(train.parse_args(["--env", ENV, "--env-kwargs", "tasks.spilt=held_out"]))
     with pytest.raises(ValueError, match=r"tasks\.split='held_out' is not accepted: the config has no tasks"):
         PeerSelectionConfig().replace(**{"tasks.split": "held_out"})
+
+
+def test_seeds_summarise_each_held_out_family_over_the_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "seeds"
+    train.main(
+        [
+            *("--env", ENV, "--seeds", "0", "1", "--timesteps", "64", "--n-envs", "1", "--eval-episodes", "2"),
+            *("--out", str(out), "--no-progress", "--env-kwargs", "max_rounds=4", f"tasks={json.dumps(SMALL)}"),
+        ]
+    )
+    assert "held-out family dir6, over the 2 seeds:" in capsys.readouterr().out
+    family = RunFolder(out).read_results()["families"]["dir6"]
+    per_seed = [RunFolder(out / f"seed_{k}").read_family_evaluations()["dir6"] for k in (0, 1)]
+    assert family["ppo"]["per_seed"]["rounds"] == [ev["ppo"].summary["rounds"].mean for ev in per_seed]
+    assert family["ppo"]["summary"]["rounds"]["n"] == 2 and "vs_reference" in family["ppo"]
