@@ -608,8 +608,7 @@ def run_seeds(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
     # A task distribution: the same summary for each held-out family.
     by_family = {seed: run.seed_run(seed).read_family_evaluations() for seed in args.seeds}
     families = {
-        name: across_seeds({seed: by_family[seed][name] for seed in args.seeds})
-        for name in by_family[args.seeds[0]]
+        name: across_seeds({seed: by_family[seed][name] for seed in args.seeds}) for name in by_family[args.seeds[0]]
     }
     run.write_seed_results(
         {

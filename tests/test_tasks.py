@@ -233,3 +233,15 @@ def test_seeds_summarise_each_held_out_family_over_the_seeds(
     per_seed = [RunFolder(out / f"seed_{k}").read_family_evaluations()["dir6"] for k in (0, 1)]
     assert family["ppo"]["per_seed"]["rounds"] == [ev["ppo"].summary["rounds"].mean for ev in per_seed]
     assert family["ppo"]["summary"]["rounds"]["n"] == 2 and "vs_reference" in family["ppo"]
+
+
+def test_a_copy_plays_on_from_the_current_task_alone() -> None:
+    env = small()
+    for seed in range(6):  # several tasks built and kept
+        env.reset(seed=seed)
+    twin = copy.deepcopy(env)
+    assert len(env._envs) > 1 and list(twin._envs.values()) == [twin.task_env]
+    a, b = env.step(0), twin.step(0)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1] and twin.task == env.task
+    twin.reset(seed=100)  # the copy draws and builds tasks of its own

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -191,6 +192,19 @@ class TaskDistributionEnv(gym.Env[np.ndarray, np.int64]):
     def route(self) -> list[int]:
         """The current task's route (empty before the first reset)."""
         return [] if self._env is None else self._env.route
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TaskDistributionEnv:
+        """A copy that plays on from the current task (what LookaheadAgent's copies need):
+        the other tasks' envs are not copied (a copy rebuilds one when it draws it)."""
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for name, value in self.__dict__.items():
+            if name != "_envs":
+                setattr(new, name, copy.deepcopy(value, memo))
+        current = copy.deepcopy(self._env, memo)  # the copy made above (memo), or None
+        kept = {key: current for key, env in self._envs.items() if env is self._env and current is not None}
+        new.__dict__["_envs"] = kept
+        return new
 
     # ------------------------------------------------------------------ internals
 
