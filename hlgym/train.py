@@ -478,7 +478,8 @@ def train_hl_dqn(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], ru
     else:
         shape = env.observation_space.shape
         assert shape is not None
-        agent = HLDQNAgent(math.prod(shape), config.n_peers, seed=args.seed, **hp)
+        assert isinstance(env.action_space, gym.spaces.Discrete)
+        agent = HLDQNAgent(math.prod(shape), int(env.action_space.n), seed=args.seed, **hp)  # max_peers with tasks
         log = run.episode_log(env_id=args.env)
     last_ckpt = agent.timesteps
     from torch.utils.tensorboard import SummaryWriter
