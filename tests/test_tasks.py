@@ -109,6 +109,7 @@ def test_before_reset_the_env_says_to_reset() -> None:
         ({"colour": 1}, r"tasks\.colour is not accepted; accepted keys: max_peers, split, train, held_out"),
         ({"train": []}, r"tasks\.train=\[\] is not accepted; accepted: at least one family"),
         ({"split": "nope"}, r"tasks\.split='nope' is not accepted; accepted: train, held_out, skew, dir, dir6"),
+        ({"split": "held_out", "held_out": []}, r"tasks\.split='held_out' is not accepted.*needs a held-out family"),
         ({"max_peers": 4}, r"tasks family 'dir': n_peers=5 is not accepted; accepted: at most tasks\.max_peers=4"),
         (
             {"held_out": [{"name": "skew", "partition": "iid"}]},

@@ -167,8 +167,11 @@ class TaskSpec:
                         "accepted: held-out families that differ from every train family"
                     )
         split = data.get("split", "train")
-        if split not in (*SPLITS, *names):
-            raise ValueError(f"tasks.split={split!r} is not accepted; accepted: {', '.join((*SPLITS, *names))}")
+        if split not in (*SPLITS, *names) or (split == "held_out" and not sets["held_out"]):
+            raise ValueError(
+                f"tasks.split={split!r} is not accepted; accepted: {', '.join((*SPLITS, *names))} (held_out needs "
+                "a held-out family)"
+            )
         return cls(max_peers, split, sets["train"], sets["held_out"])
 
     def to_dict(self) -> dict[str, Any]:
