@@ -61,6 +61,7 @@ __all__ = [
     "PeerAttentionRLModule",
     "make_env",
     "ppo_config",
+    "rllib_hyperparams",
     "train",
 ]
 
