@@ -246,3 +246,10 @@ def test_a_copy_plays_on_from_the_current_task_alone() -> None:
     np.testing.assert_array_equal(a[0], b[0])
     assert a[1] == b[1] and twin.task == env.task
     twin.reset(seed=100)  # the copy draws and builds tasks of its own
+
+
+def test_a_task_the_data_cannot_serve_names_its_family() -> None:
+    spec = {**SMALL, "train": [{"name": "greedy_split", "partition": "hl_skew", "n_peers": 4, "main_samples": 900}]}
+    env = TaskDistributionEnv(tasks=spec, max_rounds=4)
+    with pytest.raises(ValueError, match=r"tasks family 'greedy_split', task .*main_samples=900 asks for more samples"):
+        env.reset(seed=0)

@@ -109,14 +109,14 @@ class TaskDistributionEnv(gym.Env[np.ndarray, np.int64]):
         family = self.families[int(self.np_random.integers(len(self.families)))]
         fields = family.draw(self.np_random)
         key = self.spec_tasks.key(family, fields)
-        if key not in self._envs:
-            try:
-                self._envs[key] = PeerSelectionEnv(self.config.replace(tasks=None, **fields), self.render_mode)
-            except ValueError as exc:  # the data cannot serve the task (checked with the data)
-                raise ValueError(f"tasks family {family.name!r}, task {fields}: {exc}") from exc
-        self._env = self._envs[key]
         self.task = {"family": family.name, **fields}
-        obs, info = self._env.reset(seed=int(self.np_random.integers(2**31 - 1)), options=options)
+        try:  # the data may not serve a task (a partition asking for more samples than there are)
+            if key not in self._envs:
+                self._envs[key] = PeerSelectionEnv(self.config.replace(tasks=None, **fields), self.render_mode)
+            self._env = self._envs[key]
+            obs, info = self._env.reset(seed=int(self.np_random.integers(2**31 - 1)), options=options)
+        except ValueError as exc:
+            raise ValueError(f"tasks family {family.name!r}, task {fields}: {exc}") from exc
         return self._pad(obs), self._info(info)
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
