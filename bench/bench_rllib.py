@@ -73,6 +73,7 @@ def time_rllib(env_id: str, config: PeerSelectionConfig, runners: int, batch: in
         algo.stop()
     return {
         "engine": f"rllib, {runners} env runner{'s' if runners > 1 else ''}",
+        "runners": runners,
         "steps": steps,
         "wall_s": wall,
         "steps_per_s": steps / wall,
@@ -132,7 +133,7 @@ def main() -> None:
     projection = []
     best = max((r for r in rows if "sample_s" in r), key=lambda r: r["steps_per_s"], default=None)
     if best is not None:
-        runners = int(best["engine"].split(",")[1].split()[0])
+        runners = int(best["runners"])
         print(f"\nprojection from '{best['engine']}' per machine of {os.cpu_count()} cores (the learner on one):")
         for n in (1, 2, 4, 8, 16, 32):
             rate = args.batch / (best["sample_s"] / n + best["update_s"])

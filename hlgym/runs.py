@@ -114,14 +114,7 @@ class RunFolder:
 
     def read_family_evaluations(self) -> dict[str, dict[str, Evaluation]]:
         """A task distribution's evaluations per held-out family (empty for one task)."""
-        return {
-            fam: {
-                name: Evaluation(records, summarize(records))
-                for name, pol in pols.items()
-                for records in [[EpisodeRecord.from_dict(ep) for ep in pol["episodes"]]]
-            }
-            for fam, pols in self.read_results().get("families", {}).items()
-        }
+        return {fam: _evaluations(pols) for fam, pols in self.read_results().get("families", {}).items()}
 
     def write_seed_results(self, results: Mapping[str, Any], policies: Mapping[str, Any]) -> None:
         """Write the ``results.json`` of a run over several seeds: ``results``' fields and
@@ -138,11 +131,7 @@ class RunFolder:
     def read_evaluations(self) -> dict[str, Evaluation]:
         """The evaluations of a finished run's ``results.json``, by policy name (records and
         their summary)."""
-        return {
-            name: Evaluation(records, summarize(records))
-            for name, pol in self.read_results()["policies"].items()
-            for records in [[EpisodeRecord.from_dict(ep) for ep in pol["episodes"]]]
-        }
+        return _evaluations(self.read_results()["policies"])
 
     def read_results(self) -> dict[str, Any]:
         """Read ``results.json``.
@@ -223,6 +212,16 @@ class RunFolder:
         data["model"] = self.checkpoints / data["model"]
         data["replay"] = self.checkpoints / data["replay"] if data["replay"] else None
         return data
+
+
+def _evaluations(policies: Mapping[str, Any]) -> dict[str, Evaluation]:
+    """``results.json``'s policies (each with its ``episodes``) as evaluations: the records
+    and their summary."""
+    return {
+        name: Evaluation(records, summarize(records))
+        for name, pol in policies.items()
+        for records in [[EpisodeRecord.from_dict(ep) for ep in pol["episodes"]]]
+    }
 
 
 def fresh_run_dir(base: str | os.PathLike[str]) -> Path:

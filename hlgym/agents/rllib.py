@@ -279,7 +279,7 @@ def train(
     started = _start_ray(ray_address, int(cfg.num_env_runners))
     algo: Algorithm = cfg.build_algo()
     try:
-        steps, episodes = 0, log.n_rows
+        steps = 0
         if resume_from is not None:
             algo.restore_from_path(str(Path(resume_from).resolve()))
             manifest = run.latest_checkpoint()
@@ -301,9 +301,8 @@ def train(
                     row = log.append(steps, EpisodeOutcome.from_final_info(info, totals["return"], goal))
                     for key in TENSORBOARD_KEYS:
                         tb.add_scalar(f"hl/{key}", float(row[key]), steps)
-                episodes = log.n_rows
                 if steps - last_ckpt >= checkpoint_every or steps >= timesteps:
-                    run.commit_checkpoint_dir(steps, episodes, lambda path: algo.save_to_path(str(path.resolve())))
+                    run.commit_checkpoint_dir(steps, log.n_rows, lambda path: algo.save_to_path(str(path.resolve())))
                     last_ckpt = steps
         finally:
             bar.close()
