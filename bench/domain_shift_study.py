@@ -35,9 +35,10 @@ import numpy as np
 
 import hlgym  # noqa: F401  (registers the ids)
 from hlgym.agents import BASELINES, evaluate
-from hlgym.agents.base import Agent, Stat
+from hlgym.agents.base import Agent
 from hlgym.atomic import write_json_atomic
 from hlgym.envs import PeerSelectionEnv
+from hlgym.records import Stat
 
 GOAL_POLICIES = ("random", "round_robin", "greedy", "near_target")
 ALIGNMENT_POLICIES = ("random", "round_robin")

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from hlgym import train
-from hlgym.agents.base import Stat
 from hlgym.atomic import write_json_atomic
+from hlgym.records import Stat
 from hlgym.runs import RunFolder
 
 SETTINGS: dict[str, list[str]] = {

@@ -33,8 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hlgym.agents.base import EpisodeOutcome, EpisodeRecord, Evaluation, Stat, summarize
 from hlgym.atomic import write_bytes_atomic, write_json_atomic
+from hlgym.records import METRICS, EpisodeOutcome, EpisodeRecord, Evaluation, Stat, summarize
 
 __all__ = [
     "EpisodeLog",
@@ -256,7 +256,7 @@ def _mean_ci(stat: Stat, width: int, ci_width: int, digits: int, sign: str = "")
 def across_seeds(per_seed: Mapping[int, Mapping[str, Evaluation]], reference: str = "random") -> dict[str, Any]:
     """Summarise one evaluation per training seed over the seeds.
 
-    For every policy and :data:`~hlgym.agents.base.SUMMARY_FIELDS` metric: each seed's mean
+    For every policy and :data:`~hlgym.records.SUMMARY_FIELDS` metric: each seed's mean
     over its held-out episodes (``per_seed``), and the mean of those with the half-width of
     its 95% t-interval over the seeds (``summary``); and, for rounds and comm cost, each
     seed's change against that seed's ``reference`` policy in % (``vs_reference``; negative
@@ -354,17 +354,9 @@ def _table(rows: Sequence[tuple[str, Mapping[str, Stat], str, str]], reference: 
     return "\n".join(lines)
 
 
-EPISODE_FIELDS = (
-    "episode",
-    "timesteps",
-    "rounds",
-    "comm_cost",
-    "bytes_sent",
-    "final_accuracy",
-    "reached_goal",
-    "return",
-    "wall_time_s",
-)
+EPISODE_FIELDS = ("episode", "timesteps", *METRICS, "wall_time_s")
+"""The columns of ``episodes.csv``: the episode's number, the training steps at its end, its
+totals (:data:`hlgym.records.METRICS`) and the wall time since the log opened [s]."""
 
 
 class EpisodeLog:
@@ -410,15 +402,10 @@ class EpisodeLog:
         row = {
             "episode": self.n_rows,
             "timesteps": timesteps,
-            "rounds": outcome.rounds,
-            "comm_cost": outcome.comm_cost,
-            "bytes_sent": outcome.bytes_sent,
-            "final_accuracy": outcome.final_accuracy,
-            "reached_goal": outcome.reached_goal,
-            "return": outcome.episode_return,
+            **outcome.row(),
             "wall_time_s": round(time.time() - self._start, 3),
         }
-        self._writer.writerow({k: row[k] for k in EPISODE_FIELDS})
+        self._writer.writerow(row)
         self._episodes.flush()
         self._monitor.write(f"{row['return']},{row['rounds']},{row['wall_time_s']}\n")
         self._monitor.flush()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hlgym.agents import Agent, GreedyNearestAgent, LookaheadAgent, RandomAgent, RoundRobinAgent, Stat, evaluate
-from hlgym.agents.base import SUMMARY_FIELDS
+from hlgym.records import SUMMARY_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,8 @@ from stable_baselines3 import PPO
 
 from hlgym.agents import HLDQNAgent, evaluate
 from hlgym.agents.attention import PeerAttentionPolicy
-from hlgym.agents.base import SUMMARY_FIELDS
 from hlgym.agents.sb3 import SB3Agent
+from hlgym.records import SUMMARY_FIELDS
 from hlgym.runs import read_episodes
 
 ROOT = Path(__file__).resolve().parents[1]

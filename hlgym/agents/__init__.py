@@ -1,18 +1,9 @@
-"""Meta-policies and how they are judged."""
+"""Meta-policies and how they are judged (the records: :mod:`hlgym.records`, re-exported here)."""
 
-from hlgym.agents.base import (
-    Agent,
-    EpisodeOutcome,
-    EpisodeRecord,
-    EpisodeRecorder,
-    Evaluation,
-    Stat,
-    evaluate,
-    run_episode,
-    summarize,
-)
+from hlgym.agents.base import Agent, evaluate, run_episode
 from hlgym.agents.baselines import BASELINES, GreedyNearestAgent, LookaheadAgent, RandomAgent, RoundRobinAgent
 from hlgym.agents.hl_dqn import HLDQNAgent
+from hlgym.records import EpisodeOutcome, EpisodeRecord, EpisodeRecorder, Evaluation, Stat, summarize
 
 __all__ = [
     "BASELINES",

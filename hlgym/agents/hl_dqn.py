@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from hlgym.agents.base import EpisodeRecord, EpisodeRecorder
 from hlgym.atomic import write_bytes_atomic
+from hlgym.records import EpisodeRecord, EpisodeRecorder
 
 Transition = tuple[np.ndarray, int, float, np.ndarray, bool]
 

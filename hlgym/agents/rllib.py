@@ -48,9 +48,9 @@ from ray.tune.registry import register_env
 from tqdm.auto import tqdm
 
 from hlgym.agents.attention import PeerSetAgent, PeerSetNet
-from hlgym.agents.base import EpisodeOutcome
 from hlgym.agents.sb3 import TENSORBOARD_KEYS
 from hlgym.envs import PeerSelectionConfig
+from hlgym.records import EpisodeOutcome
 from hlgym.runs import EpisodeLog, RunFolder
 
 __all__ = [

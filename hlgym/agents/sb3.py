@@ -24,9 +24,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from hlgym.agents.attention import PeerAttentionPolicy, best_online_peer
-from hlgym.agents.base import EpisodeOutcome
 from hlgym.envs import PeerSelectionConfig
 from hlgym.envs.vector import BatchedPeerSelection, EnvCopy, check_copy_method
+from hlgym.records import EpisodeOutcome
 from hlgym.runs import EpisodeLog, RunFolder
 
 # name -> (module, class, the policy "mlp" maps to)

@@ -9,8 +9,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hlgym.agents.base import EpisodeRecord
 from hlgym.plots import figures
+from hlgym.records import EpisodeRecord
 from hlgym.runs import RunFolder
 
 FORMATS = ("png", "svg", "pdf")
