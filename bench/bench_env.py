@@ -36,8 +36,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 import hlgym
 from hlgym.agents.sb3 import BatchedPeerSelectionVecEnv
 from hlgym.envs import PRESETS, DataNotFoundError, Episode, PeerSelectionEnv
+from hlgym.envs.components.transfer import TRANSFERS
 from hlgym.envs.rounds import PHASES  # the keys of the envs' last_timing
-from hlgym.envs.transfer import TRANSFERS
 
 # Each transfer mode as the README's table names it, with its overrides.
 MODES: dict[str, dict[str, Any]] = {

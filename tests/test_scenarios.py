@@ -15,14 +15,14 @@ import hlgym  # noqa: F401  (registers the ids)
 from hlgym.agents import RandomAgent
 from hlgym.agents import evaluate as evaluate_agent
 from hlgym.envs import PeerSelectionConfig, PeerSelectionEnv
+from hlgym.envs.components.domain_shift import apply_shift
+from hlgym.envs.components.groups import assign_peers
+from hlgym.envs.components.modality import ExpertsSpec, ModalityExperts, full_views, strip_bounds, view
+from hlgym.envs.components.transfer import TRANSFERS
 from hlgym.envs.datasets import device_data
 from hlgym.envs.episode import BYTES_PER_PARAM
-from hlgym.envs.scenarios import assign_peers
-from hlgym.envs.scenarios.domain_shift import apply_shift
-from hlgym.envs.scenarios.modality_experts import full_views, view
-from hlgym.envs.transfer import TRANSFERS
-from hlgym.models.experts import ExpertsSpec, ModalityExperts, strip_bounds
-from hlgym.models.training import build_model, evaluate, logits_and_features, mmd
+from hlgym.models.loss import mmd
+from hlgym.models.training import build_model, evaluate, logits_and_features
 
 SHIFT: dict[str, Any] = {"domain_shift": "rotate", "max_rounds": 6}
 

@@ -13,7 +13,8 @@ from gymnasium.utils.env_checker import check_env
 from hlgym.agents import RoundRobinAgent, evaluate
 from hlgym.envs import PeerSelectionEnv
 from hlgym.envs.episode import BYTES_PER_PARAM, Move
-from hlgym.models.training import flat_weights, soft_target_loss
+from hlgym.models.loss import soft_target_loss
+from hlgym.models.training import flat_weights
 from hlgym.runs import format_table
 
 

@@ -295,8 +295,8 @@ class DeviceData:
         y_eval: Their labels.
         labels: The training labels as numpy (what partitions read).
         memory_format: The layout of the images (channels-last for the CNN).
-        eval_views: With a modality split, ``x_eval`` through each view alone (one tensor
-            per modality; :mod:`hlgym.envs.scenarios.modality_experts`); else empty.
+        eval_views: With a component that cuts examples into views, ``x_eval`` through
+            each view alone (one tensor per view); else empty.
     """
 
     dataset: Dataset
@@ -318,7 +318,7 @@ class DeviceData:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one image as the models read it, ``(channels, height, width)`` (with a
-        modality split, the image's channels and a presence mask)."""
+        view split, the image's channels and a presence mask)."""
         c, h, w = self.x_train.shape[1:]
         return (int(c), int(h), int(w))
 

@@ -1,14 +1,19 @@
 """Observation builders: what the meta-policy sees of the peers.
 
-- ``peer_features``: one row of :data:`PEER_FEATURES` per peer, every column in [0, 1]
-  (with a ``domain_shift``, :data:`DOMAIN_FEATURES` as well, with a ``modality_split``
-  :data:`MODALITY_FEATURES`: :func:`feature_names`).
+- ``peer_features``: one row per peer, every column in [0, 1]: the core's
+  (:data:`PEER_FEATURES`), then each active component's (:func:`columns`).
 - ``hl_pca``: the reference's state, PCA(k) over all peers' flattened weights.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from gymnasium import spaces
+
+from hlgym.envs import components
+from hlgym.envs.fields import CoreFields
 
 OBSERVATIONS = ("peer_features", "hl_pca")
 
@@ -22,17 +27,23 @@ PEER_FEATURES = (
     "progress",  # round / max_rounds (the same on every row)
     "accuracy",  # the current test accuracy (the same on every row)
 )
-# With a domain_shift: sqrt(MMD^2 / 2) between the current model's penultimate features on the
-# peer's probe and on the target-domain images (hlgym.models.training.mmd), in [0, 1].
-DOMAIN_FEATURES = ("target_distance",)
-# With a modality_split: the current model's test accuracy through the view the peer holds alone.
-MODALITY_FEATURES = ("modality_accuracy",)
+"""The core's ``peer_features`` columns; active components append theirs (:func:`columns`)."""
 
 
-def feature_names(domain_shift: bool, modality_split: bool = False) -> tuple[str, ...]:
-    """The columns of a ``peer_features`` observation (with or without a domain shift or a
-    modality split)."""
-    return PEER_FEATURES + DOMAIN_FEATURES * domain_shift + MODALITY_FEATURES * modality_split
+def columns(config: CoreFields) -> tuple[str, ...]:
+    """The columns of a ``peer_features`` observation: the core's, then each active
+    component's."""
+    return PEER_FEATURES + tuple(name for cls, _ in components.for_config(config) for name in cls.columns)
+
+
+def spaces_for(config: CoreFields) -> tuple[spaces.Box, spaces.Discrete]:
+    """The observation and action spaces of an env with ``config``."""
+    n = config.n_peers
+    if config.observation == "peer_features":
+        observation = spaces.Box(0.0, 1.0, (n, len(columns(config))), np.float32)
+    else:
+        observation = spaces.Box(-np.inf, np.inf, (n * config.pca_components,), np.float32)
+    return observation, spaces.Discrete(n)
 
 
 def peer_features(
@@ -47,10 +58,9 @@ def peer_features(
     max_rounds: int,
     accuracy: float,
     n_classes: int,
-    target_distance: np.ndarray | None = None,
-    view_accuracy: np.ndarray | None = None,
+    extra: Sequence[np.ndarray] = (),
 ) -> np.ndarray:
-    """Build the ``(n_peers, len(feature_names(...)))`` float32 observation.
+    """Build the ``(n_peers, 8 + len(extra))`` float32 observation.
 
     Args:
         holder: The peer holding the model.
@@ -64,13 +74,11 @@ def peer_features(
         max_rounds: The episode's round limit.
         accuracy: Current test accuracy.
         n_classes: Number of classes (sets the loss scale: ln(n_classes) is chance).
-        target_distance: With a domain shift, each peer's feature distance to the target
-            domain in [0, 1] (the next column); None adds no column.
-        view_accuracy: With a modality split, the model's test accuracy through each peer's
-            view alone (the next column); None adds no column.
+        extra: The components' columns, one value in [0, 1] per peer each (appended in order).
     """
     n = hop_costs.shape[0]
-    obs = np.empty((n, len(feature_names(target_distance is not None, view_accuracy is not None))), dtype=np.float32)
+    base = len(PEER_FEATURES)
+    obs = np.empty((n, base + len(extra)), dtype=np.float32)
     obs[:, 0] = 0.0
     obs[holder, 0] = 1.0
     obs[:, 1] = hop_costs / max_cost if max_cost > 0 else 0.0
@@ -80,9 +88,8 @@ def peer_features(
     obs[:, 5] = visits / max_rounds
     obs[:, 6] = round_ / max_rounds
     obs[:, 7] = accuracy
-    extra = [c for c in (target_distance, view_accuracy) if c is not None]
     for k, column in enumerate(extra):
-        obs[:, len(PEER_FEATURES) + k] = column
+        obs[:, base + k] = column
     return obs
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hlgym.envs.fields import CoreFields
+
 PARTITIONS = ("hl_skew", "hl_reference", "dirichlet", "shards", "iid")
 
 
@@ -145,3 +147,24 @@ def dirichlet(
         f"dirichlet_alpha={alpha} left a peer with fewer than {min_samples} samples in {max_tries} draws; "
         "use a larger dirichlet_alpha or samples_per_peer"
     )
+
+
+def split(cfg: CoreFields, labels: np.ndarray, n_classes: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Each peer's samples under ``cfg.partition`` with its settings."""
+    if cfg.partition == "hl_reference":
+        return hl_reference(labels, cfg.n_peers, n_classes, cfg.main_samples, cfg.other_samples)
+    if cfg.partition == "hl_skew":
+        return hl_skew(labels, cfg.n_peers, n_classes, cfg.main_samples, cfg.other_samples, rng)
+    if cfg.partition == "dirichlet":
+        return dirichlet(labels, cfg.n_peers, n_classes, cfg.dirichlet_alpha, cfg.samples_per_peer, rng)
+    if cfg.partition == "shards":
+        return shards(labels, cfg.n_peers, cfg.classes_per_peer, cfg.samples_per_peer, rng)
+    return iid(labels, cfg.n_peers, cfg.samples_per_peer, rng)
+
+
+def unassigned(n_samples: int, parts: list[np.ndarray]) -> np.ndarray:
+    """Training samples no peer holds (the pool a component's extra images come from)."""
+    held = np.zeros(n_samples, dtype=bool)
+    for p in parts:
+        held[p] = True
+    return np.flatnonzero(~held)

@@ -8,15 +8,19 @@ import gymnasium as gym
 import numpy as np
 from torch import nn
 
+from hlgym.envs import components
 from hlgym.envs.config import PeerSelectionConfig, make_config
-from hlgym.envs.episode import BYTES_PER_PARAM, RENDER_MODES, Episode, check_render_mode, slots_for, spaces_for
+from hlgym.envs.episode import BYTES_PER_PARAM, Episode
+from hlgym.envs.face import EpisodeView
+from hlgym.envs.observation import spaces_for
+from hlgym.envs.render import RENDER_MODES, check_render_mode
 from hlgym.envs.rounds import RoundRunner, model_spec
 from hlgym.models.work import ModelList
 
 __all__ = ["BYTES_PER_PARAM", "PeerSelectionEnv"]
 
 
-class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
+class PeerSelectionEnv(EpisodeView, gym.Env[np.ndarray, np.int64]):
     """Choose which peer the travelling model trains at next.
 
     ## Description
@@ -25,13 +29,12 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
     non-IID data. One model travels from peer to peer; at each round the peer that
     receives it trains it on its local data. A meta-policy picks the next peer so that the
     model reaches a target test accuracy in few rounds and with little communication.
-    ``transfer`` other than ``"relay"`` gives every peer its own model and changes what a
-    hop sends (weights to blend or distil, or logits on a public set); ``link_failure_prob``
-    and ``byzantine_peers`` add faults (see :mod:`hlgym.envs.transfer`). ``domain_shift``
-    renders each peer's images in a domain and tests on an unseen target domain (see
-    :mod:`hlgym.envs.scenarios.domain_shift`); ``modality_split`` cuts every example into
-    views of which each peer holds one, and the model becomes an encoder per view with
-    learned class embeddings (see :mod:`hlgym.envs.scenarios.modality_experts`).
+    What varies is a component (:mod:`hlgym.envs.components`): ``transfer`` other than
+    ``"relay"`` gives every peer its own model and changes what a hop sends (weights to
+    blend or distil, or logits on a public set); faults take peers offline, fail links or
+    corrupt what a peer returns; scenarios render each peer's images in a domain and test
+    on an unseen one, or give each peer one view of its examples; a config's
+    ``components`` adds a user's own.
 
     ## Action Space
 
@@ -45,11 +48,11 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
       peer with the columns of :data:`hlgym.envs.observation.PEER_FEATURES`: holder flag,
       hop cost from the holder, loss and error of the current model on a fixed probe of the
       peer's data, rounds since the peer last trained, visit count, and the episode's
-      progress and accuracy on every row. With a ``domain_shift``, ``(n_peers, 9)``: a last
-      column ``target_distance``, the feature distance (MMD) between the peer's probe and
-      the target-domain images under the current model. With a ``modality_split``,
-      ``(n_peers, 9)``: a last column ``modality_accuracy``, the current model's test
-      accuracy through the view the peer holds.
+      progress and accuracy on every row. Each active component appends its own columns
+      (:func:`hlgym.envs.observation.columns` lists them): with a ``domain_shift`` a
+      ``target_distance``, the feature distance (MMD) between the peer's probe and the
+      target-domain images under the current model; with a view split the model's test
+      accuracy through the view the peer holds (docs/scenarios.md).
     - ``observation="hl_pca"``: ``Box(-inf, inf, (n_peers * pca_components,), float32)``:
       the reference's state, PCA refit each round over the peers' flattened weights after
       local training and before the new model is broadcast.
@@ -57,9 +60,8 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
     ## Rewards
 
     ``reward_base ** (accuracy - goal) - cost_weight * hop_cost - 1`` per round, the
-    reference's reward. The three terms are in ``info["rewards"]``. With a
-    ``modality_split`` the accuracy is the fused prediction on whole test images, and
-    ``info["modality_accuracy"]`` holds each view's own.
+    reference's reward. The three terms are in ``info["rewards"]``; components add their
+    keys to ``info`` (a view split: each view's own accuracy).
 
     ## Starting State
 
@@ -81,7 +83,9 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
 
     The env is a :class:`~hlgym.envs.rounds.RoundRunner` over one
     :class:`~hlgym.envs.Episode` (``env.episode``: route, visits, costs, the peers' data) and
-    one travelling model (``env.model``); every attribute exists from construction.
+    one travelling model (``env.model``); every attribute exists from construction, and
+    what a component exposes reads through (``env.unwrapped.peer_domains``, ...:
+    :class:`~hlgym.envs.face.EpisodeView`).
 
     >>> import gymnasium as gym, hlgym
     >>> env = gym.make("hlgym/PeerSelection-v0", max_rounds=5)
@@ -115,7 +119,7 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         self.config = cfg
         self.render_mode = render_mode
         data = Episode.load_data(cfg)
-        models = ModelList(model_spec(cfg, data), n_slots=slots_for(cfg))
+        models = ModelList(model_spec(cfg, data), n_slots=components.slots(cfg))
         self.episode = Episode(cfg, models.n_params, data)
         """This env's episode bookkeeping (route, visits, costs, topology, data split)."""
         self._runner = RoundRunner([self.episode], models)
@@ -169,24 +173,6 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         return self._runner.module(0, peer)
 
     @property
-    def byzantine(self) -> np.ndarray:
-        """Which peers are byzantine this episode (bool per peer; for analysis and plots,
-        never in the observation)."""
-        return self.episode.byzantine
-
-    @property
-    def peer_domains(self) -> np.ndarray | None:
-        """With a ``domain_shift``: each peer's domain this episode (its level, e.g. degrees of
-        rotation); None before the first reset and without a domain shift."""
-        return self.episode.peer_domains
-
-    @property
-    def peer_modalities(self) -> np.ndarray | None:
-        """With a ``modality_split``: the view (modality index) each peer holds this episode;
-        None before the first reset and without a modality split."""
-        return self.episode.peer_modalities
-
-    @property
     def last_timing(self) -> dict[str, float]:
         """[s] wall time of the last step's train / evaluate / observe phases (read by
         ``bench/bench_env.py``)."""
@@ -197,23 +183,6 @@ class PeerSelectionEnv(gym.Env[np.ndarray, np.int64]):
         """Scalar parameters of the model (``bytes_sent`` counts 4 bytes each per hop)."""
         return self.episode.n_params
 
-    @property
-    def route(self) -> list[int]:
-        """The holder after ``reset`` and after each round (empty before the first reset)."""
-        return self.episode.route
-
-    @property
-    def distances(self) -> np.ndarray | None:
-        """Hop costs between peers [distance units]; None before the first reset of a
-        ``euclidean`` topology, which each episode draws."""
-        return self.episode.distances
-
-    @property
-    def positions(self) -> np.ndarray | None:
-        """2-D positions of the peers for drawing (as :attr:`distances`)."""
-        return self.episode.positions
-
-    @property
-    def main_classes(self) -> np.ndarray | None:
-        """Each peer's most frequent class in this episode (None before the first reset)."""
-        return self.episode.main_classes
+    def viewed(self) -> Episode | None:
+        """The episode (what :class:`~hlgym.envs.face.EpisodeView` shows)."""
+        return self.__dict__.get("episode")

@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from hlgym.envs import components
 from hlgym.envs.config import PeerSelectionConfig
 from hlgym.envs.tasks import TaskSpec
 
@@ -54,10 +55,8 @@ PRESETS: dict[str, PeerSelectionConfig] = {
         **{**_HL_REFERENCE, "observation": "peer_features", "eval_samples": 2000, "goal": 0.5},
         domain_shift="rotate",
     ),
-    # Modality experts (README "Scenarios"): every digit cut into its left and right half, peer i
-    # holds half i % 2 of its examples. Goal measured so a random route reaches it in about half
-    # of the episodes and a route that covers the peers in nine of ten (docs/scenarios.md).
-    "hlgym/ModalityExperts-v0": PeerSelectionConfig(modality_split="columns", goal=0.78),
+    # Ids a component declares with itself (the view-split scenario's; hlgym.envs.components.PRESETS).
+    **{env_id: PeerSelectionConfig(**fields) for env_id, fields in components.PRESETS.items()},
 }
 
 

@@ -5,26 +5,29 @@ and a :class:`~hlgym.models.work.ModelList`; the vector envs are a runner over n
 a :class:`~hlgym.models.batched.StackedModels`. Both go through the same phases:
 
 ``reset``
-    1. ``Episode.begin`` for each episode (every draw from its RNG);
+    1. ``Episode.begin`` for each episode (every draw from its RNG: the core's, then each
+       component's ``begin``);
     2. ``ModelWork.initialize``: each episode's model from its generator;
     3. one evaluation of every model on the reward's test images (and, for ``hl_pca``, the
-       weights), then ``Episode.start``;
+       weights), the components' ``measure``, then ``Episode.start``;
     4. with ``first_round_at_start``, one ``step`` at the start peer
        (``Episode.forced_first_round``); else the probes and ``Episode.opening``.
 
 ``step``
     1. ``Episode.check_step`` for every action (a bad one leaves every episode as it was);
-    2. ``Episode.dispatch``: pay the hop, move the model unless the peer is offline;
-    3. ``Episode.training`` says which slot trains on what; ``transfer.absorb`` brings the
-       arriving knowledge in (``average`` blends weights; ``distill`` and ``logits`` hand the
-       job a teacher or soft targets); ``ModelWork.train``: every job, in one call;
-       ``transfer.corrupt`` for a byzantine receiver's ``noise`` / ``sign_flip``;
+    2. ``Episode.dispatch``: pay the hop (the components' ``hop``: extra bytes, a failed
+       link), move the model unless the peer is offline;
+    3. ``Episode.training``: the transfer mode's job as each component ``shape``s it; the
+       transfer mode's ``absorb`` brings the arriving knowledge in (``average`` blends
+       weights; ``distill`` and ``logits`` hand the job a teacher or soft targets); the
+       job's hooks' ``before_train``; ``ModelWork.train``: every job, in one call; then
+       their ``after_train`` (a corrupting receiver's damage);
     4. ``Episode.trained`` (with the slots' weights for ``hl_pca``);
     5. one evaluation of every scored model (the holder's) on the test images, with
-       ``track_peer_accuracy`` of every peer's model, and with a ``modality_split`` of the
-       scored models through each view alone;
-    6. the probes (``peer_features``), then ``Episode.conclude``: reward, termination,
-       the next round's offline peers, log, observation, info.
+       ``track_peer_accuracy`` of every peer's model; the components' ``measure``;
+    6. the probes (``peer_features``) and the components' ``probe``, then
+       ``Episode.conclude``: reward, termination, the components' ``after_round`` (the next
+       round's offline peers), log, observation (the components' columns), info.
 
 The runner also times the model phases (``last_timing``, read by ``bench/bench_env.py``),
 and after a long reset or round gives the heap's free pages back to the operating system
@@ -42,13 +45,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from hlgym.envs import transfer
+from hlgym.envs import components
 from hlgym.envs.config import PeerSelectionConfig
 from hlgym.envs.datasets import DeviceData
 from hlgym.envs.episode import Episode, ProbeStats, ResetNeededError, StepResult
 from hlgym.envs.memory import HeapTrim
-from hlgym.models.experts import ExpertsSpec
-from hlgym.models.work import Alignment, ModelSpec, ModelWork, TrainJob
+from hlgym.models.work import ModelSpec, ModelWork, TrainJob
 
 PHASES = ("train", "evaluate", "observe")  # the keys of last_timing
 
@@ -63,19 +65,10 @@ def model_spec(config: PeerSelectionConfig, data: DeviceData) -> ModelSpec:
         optimizer=config.optimizer,
         lr=config.lr,
         adam_eps=config.adam_eps,
-        # As the reference's per-peer Keras models: each peer keeps its own optimizer state
-        # (with a model per peer, the peer's model has one: its slot's).
-        n_optimizers=config.n_peers if config.per_peer_optimizer and config.transfer not in transfer.PER_PEER else 1,
+        n_optimizers=components.transfer_mode(config).n_optimizers(config),
         device=config.device,
-        experts=experts_spec(config),
+        factory=components.model_factory(config),
     )
-
-
-def experts_spec(config: PeerSelectionConfig) -> ExpertsSpec | None:
-    """The modality experts' settings of a ``modality_split`` (None without one)."""
-    if config.modality_split is None:
-        return None
-    return ExpertsSpec(config.modality_split, config.modalities, config.embedding_dim, config.contrastive_temperature)
 
 
 class RoundRunner:
@@ -119,9 +112,9 @@ class RoundRunner:
         generators = [g for e in episodes for g in e.slot_generators()]
         self.models.initialize(slots, generators)
         accuracies = self._accuracies(indices)
-        by_view = self._view_accuracies(indices)
-        for i, episode, accuracy, views in zip(indices, episodes, accuracies, by_view, strict=True):
-            episode.start(accuracy, self._weights(i), views)
+        self._each_component("measure", indices)
+        for i, episode, accuracy in zip(indices, episodes, accuracies, strict=True):
+            episode.start(accuracy, self._weights(i))
         first = self.episodes[indices[0]].config
         if first.first_round_at_start:
             # As the reference: round 1 trains at the starter whatever the policy (the step
@@ -143,37 +136,34 @@ class RoundRunner:
         peers = [e.check_step(a) for e, a in zip(episodes, actions, strict=True)]
         moves = [e.dispatch(p) for e, p in zip(episodes, peers, strict=True)]
         with self._timed("train"):
-            jobs, corrupted = [], []
+            jobs, hooked = [], []
             for i, episode, move in zip(indices, episodes, moves, strict=True):
                 training = episode.training(move)
                 if training is None:
                     continue
                 slot = self._slot(i, training.slot)
-                source = None if training.source is None else self._slot(i, training.source)
-                distill = transfer.absorb(self.models, slot, source, training.public_x, episode.config)
-                align = None
-                if training.align_x is not None:
-                    align = Alignment(episode.config.alignment_weight, training.align_x)
-                job = TrainJob(slot, training.state, training.x, training.y, episode.generator, distill, align)
+                distill = None
+                if training.source is not None:
+                    source = self._slot(i, training.source)
+                    distill = episode.transfer.absorb(self.models, slot, source, training.public_x)
+                job = TrainJob(slot, training.state, training.x, training.y, episode.generator, distill, training.align)
                 jobs.append(job)
-                if training.corruption is not None:
-                    before = self.models.flat(slot) if training.corruption == "sign_flip" else None
-                    corrupted.append((job, training.corruption, before, episode))
+                hooked += [(part, job, part.before_train(self.models, slot)) for part in training.hooks]
             cfg = episodes[0].config
             self.models.train(jobs, cfg.local_epochs, cfg.batch_size)
-            for job, mode, before, episode in corrupted:
-                transfer.corrupt(self.models, job.slot, mode, before, episode.config.byzantine_scale, job.generator)
+            for part, job, saved in hooked:
+                part.after_train(self.models, job.slot, saved, job.generator)
         for i, episode, move in zip(indices, episodes, moves, strict=True):
             episode.trained(move, self._weights(i) if move.delivered else None)
         with self._timed("evaluate"):
             accuracies = self._accuracies(indices)
             peer_accuracies = self._peer_accuracies(indices, accuracies)
-            by_view = self._view_accuracies(indices)
+            self._each_component("measure", indices)
         with self._timed("observe"):
             probes = self._probes(indices)
             results = [
-                e.conclude(m, a, p, pa, v)
-                for e, m, a, p, pa, v in zip(episodes, moves, accuracies, probes, peer_accuracies, by_view, strict=True)
+                e.conclude(m, a, p, pa)
+                for e, m, a, p, pa in zip(episodes, moves, accuracies, probes, peer_accuracies, strict=True)
             ]
         self.heap.round_took(time.perf_counter() - start)
         return results
@@ -195,7 +185,7 @@ class RoundRunner:
         n = episode.config.n_peers
         if isinstance(peer, bool) or not isinstance(peer, int | np.integer) or not 0 <= peer < n:
             raise ValueError(f"peer={peer!r} is not accepted; accepted: an integer peer index in [0, {n - 1}]")
-        return self.models.module(self._slot(index, int(peer) if episode.per_peer else 0))
+        return self.models.module(self._slot(index, episode.transfer.peer_slot(int(peer))))
 
     # ------------------------------------------------------------------ helpers
 
@@ -216,16 +206,15 @@ class RoundRunner:
         _, hits = self.models.per_sample_loss([self._scored(i) for i in indices], data.x_eval, data.y_eval)
         return [float(h) for h in hits.mean(dim=1)]
 
-    def _view_accuracies(self, indices: Sequence[int]) -> list[np.ndarray | None]:
-        """With a ``modality_split``, each scored model's test accuracy through every view
-        alone, ``(modalities,)`` per episode; else None."""
-        views = self.episodes[indices[0]].data.eval_views  # episodes of one runner share the data
-        if not views:
-            return [None] * len(indices)
-        y = self.episodes[indices[0]].data.y_eval
-        scored = [self._scored(i) for i in indices]
-        hits = torch.stack([self.models.per_sample_loss(scored, x, y)[1].mean(dim=1) for x in views], dim=1)
-        return list(hits.cpu().numpy().astype(np.float64))
+    def _each_component(self, hook: str, indices: Sequence[int]) -> None:
+        """Call a batched component hook (``measure`` or ``probe``) once per component class,
+        with that class's instance in each of the episodes ``indices`` and their scored slots."""
+        groups: dict[type[components.Component], list[tuple[int, components.Component]]] = {}
+        for i in indices:
+            for part in self.episodes[i].parts:
+                groups.setdefault(type(part), []).append((i, part))
+        for cls, members in groups.items():
+            getattr(cls, hook)(self.models, [self._scored(i) for i, _ in members], [p for _, p in members])
 
     def _peer_accuracies(self, indices: Sequence[int], accuracies: Sequence[float]) -> list[float | None]:
         """With ``track_peer_accuracy``, the mean test accuracy of every peer's model (in
@@ -257,18 +246,10 @@ class RoundRunner:
         if probing:
             episodes = [self.episodes[i] for i in probing]
             xs, ys = [e.probe_x for e in episodes], [e.probe_y for e in episodes]
-            scored = [self._scored(i) for i in probing]
-            losses = self.models.per_sample_loss_each(scored, xs, ys)
-            # With a domain shift: the scored model's features on the probes and the target images.
-            shifted = [j for j, e in enumerate(episodes) if e.shifted]
-            outputs = self.models.outputs(
-                [scored[j] for j in shifted] * 2,
-                [xs[j] for j in shifted] + [episodes[j].target_x for j in shifted],
-            )
-            k = len(shifted)  # outputs: the probes' of every shifted episode, then their targets'
-            pairs = {j: (outputs[m][1], outputs[k + m][1]) for m, j in enumerate(shifted)}
-            for j, (i, episode, (loss, hits)) in enumerate(zip(probing, episodes, losses, strict=True)):
-                out[i] = episode.probe_means(loss, hits, *pairs.get(j, (None, None)))
+            losses = self.models.per_sample_loss_each([self._scored(i) for i in probing], xs, ys)
+            for i, episode, (loss, hits) in zip(probing, episodes, losses, strict=True):
+                out[i] = episode.probe_means(loss, hits)
+            self._each_component("probe", probing)
         return [out.get(i) for i in indices]
 
     @contextmanager

@@ -9,10 +9,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from hlgym.envs import observation
 from hlgym.envs.config import PeerSelectionConfig, make_config
-from hlgym.envs.episode import RENDER_MODES, ResetNeededError, check_render_mode
-from hlgym.envs.observation import feature_names
+from hlgym.envs.episode import Episode, ResetNeededError
+from hlgym.envs.face import EpisodeView
 from hlgym.envs.peer_selection import PeerSelectionEnv
+from hlgym.envs.render import RENDER_MODES, check_render_mode
 from hlgym.envs.tasks import TaskFamily, TaskSpec
 
 __all__ = ["PRESENT", "TaskDistributionEnv"]
@@ -21,7 +23,7 @@ PRESENT = "present"
 """The observation's last column: 1 on a peer of the task, 0 on the padding rows."""
 
 
-class TaskDistributionEnv(gym.Env[np.ndarray, np.int64]):
+class TaskDistributionEnv(EpisodeView, gym.Env[np.ndarray, np.int64]):
     """Meta-learning across tasks: each episode is a task drawn from a family.
 
     ## Description
@@ -83,8 +85,7 @@ class TaskDistributionEnv(gym.Env[np.ndarray, np.int64]):
         self.families: tuple[TaskFamily, ...] = cfg.tasks.families()
         first = next(self.families[0].tasks())
         task_cfg = cfg.replace(tasks=None, **first)
-        columns = feature_names(task_cfg.domain_shift is not None, task_cfg.modality_split is not None)
-        self.feature_names: tuple[str, ...] = (*columns, PRESENT)
+        self.feature_names: tuple[str, ...] = (*observation.columns(task_cfg), PRESENT)
         """The observation's columns: the task env's and :data:`PRESENT`."""
         n = self.spec_tasks.max_peers
         self.observation_space = spaces.Box(0.0, 1.0, (n, len(self.feature_names)), np.float32)
@@ -162,36 +163,11 @@ class TaskDistributionEnv(gym.Env[np.ndarray, np.int64]):
         """Peers of the current task (0 before the first reset)."""
         return 0 if self._env is None else self._env.config.n_peers
 
-    # What EpisodeRecorder and the plots read, for the current task.
-    @property
-    def positions(self) -> np.ndarray | None:
-        """The current task's peer positions (see PeerSelectionEnv)."""
-        return None if self._env is None else self._env.positions
-
-    @property
-    def main_classes(self) -> np.ndarray | None:
-        """The current task's peers' main classes (see PeerSelectionEnv)."""
-        return None if self._env is None else self._env.main_classes
-
-    @property
-    def byzantine(self) -> np.ndarray | None:
-        """The current task's byzantine peers (see PeerSelectionEnv)."""
-        return None if self._env is None else self._env.byzantine
-
-    @property
-    def peer_domains(self) -> np.ndarray | None:
-        """The current task's peers' domains (see PeerSelectionEnv)."""
-        return None if self._env is None else self._env.peer_domains
-
-    @property
-    def peer_modalities(self) -> np.ndarray | None:
-        """The current task's peers' views (see PeerSelectionEnv)."""
-        return None if self._env is None else self._env.peer_modalities
-
-    @property
-    def route(self) -> list[int]:
-        """The current task's route (empty before the first reset)."""
-        return [] if self._env is None else self._env.route
+    def viewed(self) -> Episode | None:
+        """The current task's episode (what :class:`~hlgym.envs.face.EpisodeView` shows:
+        what EpisodeRecorder and the plots read); None before the first reset."""
+        env = self.__dict__.get("_env")
+        return None if env is None else env.episode
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TaskDistributionEnv:
         """A copy that plays on from the current task (what LookaheadAgent's copies need):

@@ -5,6 +5,7 @@ A hop cost is in the topology's distance units; the reference's matrix lies in [
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -82,3 +83,14 @@ def mds_positions(distances: np.ndarray) -> np.ndarray:
     signs = np.sign(pos[np.argmax(np.abs(pos), axis=0), [0, 1]])
     signs[signs == 0] = 1.0
     return np.asarray(pos * signs)
+
+
+@functools.lru_cache(maxsize=32)
+def fixed(n_peers: int, scale: float, matrix: tuple[tuple[float, ...], ...] | None) -> tuple[np.ndarray, ...]:
+    """A fixed topology's distances (``matrix``, or :func:`hl_random` when None) and drawing
+    positions, read-only (computed once per process and setting)."""
+    d = np.asarray(matrix, dtype=np.float64) if matrix is not None else hl_random(n_peers, scale)
+    d.setflags(write=False)
+    positions = mds_positions(d)
+    positions.setflags(write=False)
+    return d, positions

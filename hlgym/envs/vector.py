@@ -26,8 +26,12 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import nn
 
+from hlgym.envs import components
 from hlgym.envs.config import PeerSelectionConfig, make_config
-from hlgym.envs.episode import RENDER_MODES, Episode, StepResult, check_render_mode, slots_for, spaces_for
+from hlgym.envs.episode import Episode, StepResult
+from hlgym.envs.face import EpisodeView
+from hlgym.envs.observation import spaces_for
+from hlgym.envs.render import RENDER_MODES, check_render_mode
 from hlgym.envs.rounds import RoundRunner, model_spec
 from hlgym.models.batched import StackedModels
 
@@ -72,7 +76,7 @@ class BatchedPeerSelection:
             )
         self.render_mode = render_mode
         data = Episode.load_data(cfg)  # every copy reads the same device tensors
-        models = StackedModels.from_spec(model_spec(cfg, data), int(n_envs) * slots_for(cfg))
+        models = StackedModels.from_spec(model_spec(cfg, data), int(n_envs) * components.slots(cfg))
         self.runner = RoundRunner([Episode(cfg, models.n_params, data) for _ in range(int(n_envs))], models)
         self.observation_space, self.action_space = spaces_for(cfg)
         self._rngs: list[np.random.Generator | None] = [None] * int(n_envs)
@@ -115,12 +119,13 @@ class BatchedPeerSelection:
         return self.runner.step(indices, actions)
 
 
-class EnvCopy:
+class EnvCopy(EpisodeView):
     """One copy of a batched env, as ``get_attr`` / ``env_method`` / ``call`` reach it.
 
-    It reads its episode's state (``route``, ``distances``, ``holder``, ``main_classes``...:
-    every public attribute of :class:`~hlgym.envs.episode.Episode`) and offers the env's
-    read-only methods. It cannot step or reset: the vector env does that for all copies.
+    It shows its episode as every env face does (:class:`~hlgym.envs.face.EpisodeView`),
+    reads the rest of its state (``holder``, ``visits``...: every public attribute of
+    :class:`~hlgym.envs.episode.Episode`) and offers the env's read-only methods. It cannot
+    step or reset: the vector env does that for all copies.
     """
 
     def __init__(self, engine: BatchedPeerSelection, index: int) -> None:
@@ -131,6 +136,10 @@ class EnvCopy:
     def episode(self) -> Episode:
         """This copy's episode."""
         return self._engine.runner.episodes[self.index]
+
+    def viewed(self) -> Episode | None:
+        """This copy's episode (what :class:`~hlgym.envs.face.EpisodeView` shows)."""
+        return self.episode
 
     @property
     def render_mode(self) -> str | None:

@@ -7,7 +7,7 @@ convolutions as grouped convolutions (one group per copy, or one wide convolutio
 copies read the same images, as in the test-set evaluation), linear layers as batched
 matrix products. The architecture is read from the model itself (its leaf layers in order),
 so :func:`~hlgym.models.training.build_model` stays the one definition of every network. A
-model that is no chain of layers (the modality experts) brings its own batched pass, a
+model that is no chain of layers (a component's own network) brings its own batched pass, a
 ``stacked_forward(params, x, shared)`` method, which its ``forward`` shares.
 """
 
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hlgym.models.training import OPTIMIZERS, distillation_term, keras_init_, mmd, soft_target_loss
+from hlgym.models.loss import local_loss, soft_fit_loss
+from hlgym.models.training import OPTIMIZERS, keras_init_
 from hlgym.models.work import ModelSpec, TrainJob
 
 # Adam's defaults, as torch.optim.Adam in make_optimizer.
@@ -348,25 +349,21 @@ class StackedModels:
                 idx = order[:, start : start + batch_size]
                 xb, tb = x[rows, idx], targets[rows, idx]
                 # Every term is a per-copy mean over the batch; copies are independent, so the
-                # loss is the sum of theirs.
+                # loss is the sum of theirs (local_loss / soft_fit_loss sum them).
                 if public:
                     assert distill is not None
-                    term = soft_target_loss(self.forward(params, xb, shared=False), tb, distill.temperature)
-                    loss = (distill.weight * term.mean(dim=1)).sum()
+                    loss = soft_fit_loss(self.forward(params, xb, shared=False), tb, distill)
                 else:
                     logits, features = self.forward_features(params, xb, shared=False)
-                    ce = F.cross_entropy(logits.flatten(0, 1), tb.flatten(), reduction="none").view(a, -1).mean(dim=1)
+                    taught = target = None
                     if teachers is not None:
-                        assert distill is not None
                         with torch.no_grad():
                             taught = self.forward_features(teachers, xb, shared=False)
-                        term = distillation_term(distill, (logits, features), taught)
-                        ce = ce + distill.weight * term.mean(dim=1)
                     if target_x is not None:
-                        assert align is not None
                         target = self.forward_features(params, target_x, shared=False)[1]
-                        ce = ce + align.weight * mmd(features, target)
-                    loss = ce.sum()
+                    loss = local_loss(
+                        logits, features, tb, distill if teachers is not None else None, taught, align, target
+                    )
                 grads = torch.autograd.grad(loss, params)
                 steps += 1
                 with torch.no_grad():

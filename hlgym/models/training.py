@@ -8,21 +8,33 @@ for bit on CPU. No global RNG is touched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hlgym.models.cnn import HLCNN
-from hlgym.models.experts import ExpertsSpec, ModalityExperts
+from hlgym.models.loss import Alignment, Distillation, local_loss, soft_fit_loss
 from hlgym.models.mlp import MLP
-
-if TYPE_CHECKING:
-    from hlgym.models.work import Alignment, Distillation
 
 MODELS = ("cnn", "mlp")
 OPTIMIZERS = ("adam", "sgd")
+
+
+class ModelFactory(Protocol):
+    """A network of a component's own in place of ``"cnn"`` / ``"mlp"`` (a scenario that
+    changes what the model is, as the view experts of :mod:`hlgym.envs.components`).
+
+    Its model's ``Linear`` and ``Conv2d`` layers alone hold parameters (they are drawn as
+    Keras draws them); if it is no chain of layers, it has a ``stacked_forward`` method for
+    :class:`~hlgym.models.batched.StackedModels`. A factory is a frozen dataclass, so a
+    :class:`~hlgym.models.work.ModelSpec` holding one stays hashable and picklable.
+    """
+
+    def build(self, input_shape: tuple[int, ...], n_classes: int, hidden_units: int) -> nn.Module:
+        """The model (built on whatever device is current: ``build_model`` uses ``meta``)."""
+        ...
 
 
 def build_model(
@@ -31,7 +43,7 @@ def build_model(
     n_classes: int,
     generator: torch.Generator,
     hidden_units: int = 64,
-    experts: ExpertsSpec | None = None,
+    factory: ModelFactory | None = None,
 ) -> nn.Module:
     """Build an inner model with Keras' default initialisation.
 
@@ -43,10 +55,9 @@ def build_model(
         input_shape: Shape of one input, ``(channels, height, width)``.
         n_classes: Number of classes.
         generator: Source of the initial weights.
-        hidden_units: Hidden width of the MLP (ignored by the CNN), or of each modality
-            expert's encoder.
-        experts: With ``name="mlp"``, build :class:`~hlgym.models.experts.ModalityExperts`
-            (an MLP encoder per view of the image) instead of one MLP.
+        hidden_units: Hidden width of the MLP (ignored by the CNN), or what ``factory``
+            makes of it.
+        factory: Build its model instead of ``name``'s (the config checks that they fit).
 
     Returns:
         The model, in training mode, on the CPU.
@@ -55,15 +66,14 @@ def build_model(
     # Built on the meta device: torch's own initialisation (which draws from the global RNG)
     # does not run; every weight is then drawn from ``generator`` below.
     with torch.device("meta"):
-        if name == "mlp" and experts is not None:
-            model = ModalityExperts(input_shape, n_classes, hidden_units, experts)
-        elif name == "cnn" and experts is None:
+        if factory is not None:
+            model = factory.build(input_shape, n_classes, hidden_units)
+        elif name == "cnn":
             model = HLCNN(input_shape, n_classes)
         elif name == "mlp":
             model = MLP(input_shape, n_classes, hidden_units)
         else:
-            accepted = "'mlp' (the experts' encoders are MLPs)" if experts is not None else ", ".join(MODELS)
-            raise ValueError(f"model={name!r} is not accepted; accepted: {accepted}")
+            raise ValueError(f"model={name!r} is not accepted; accepted: {', '.join(MODELS)}")
     model.to_empty(device="cpu")
     keras_init_model_(model, generator)
     return model
@@ -155,19 +165,18 @@ def local_train(
             idx = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
             xb = x[idx]
-            if (teacher is None or distill is None) and align is None:
-                loss = F.cross_entropy(model(xb), y[idx])
+            taught = target = features = None
+            distilled = distill if teacher is not None else None
+            if distilled is None and align is None:
+                logits = model(xb)
             else:
                 logits, features = logits_and_features(model, xb)
-                loss = F.cross_entropy(logits, y[idx])
-                if teacher is not None and distill is not None:
-                    with torch.no_grad():
-                        taught = logits_and_features(teacher, xb)
-                    term = distillation_term(distill, (logits, features), taught)
-                    loss = loss + distill.weight * term.mean()
-                if align is not None:
-                    target = logits_and_features(model, align.target_x)[1]
-                    loss = loss + align.weight * mmd(features, target)
+            if teacher is not None and distilled is not None:
+                with torch.no_grad():
+                    taught = logits_and_features(teacher, xb)
+            if align is not None:
+                target = logits_and_features(model, align.target_x)[1]
+            loss = local_loss(logits, features, y[idx], distilled, taught, align, target)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             total += loss.detach() * idx.numel()
@@ -205,88 +214,9 @@ def fit_soft_targets(
         for start in range(0, m, batch_size):
             idx = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            term = soft_target_loss(model(x[idx]), target_logits[idx], distill.temperature)
-            loss = distill.weight * term.mean()
+            loss = soft_fit_loss(model(x[idx]), target_logits[idx], distill)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
-
-
-def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` of every sample.
-
-    The ``T^2`` keeps the gradients' scale independent of ``T`` (Hinton, Vinyals & Dean 2015).
-
-    Args:
-        student: Logits, ``(..., n_classes)``.
-        teacher: Logits of the same shape (no gradient flows into them).
-        temperature: ``T`` > 0.
-
-    Returns:
-        ``(...)``: one value per sample [nats * T^2].
-    """
-    log_p = F.log_softmax(teacher / temperature, dim=-1)
-    log_q = F.log_softmax(student / temperature, dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=-1) * temperature**2
-
-
-def feature_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of penultimate features, one value per sample: ``(...)``."""
-    return (student - teacher).pow(2).mean(dim=-1)
-
-
-def distillation_term(
-    distill: Distillation,
-    student: tuple[torch.Tensor, torch.Tensor],
-    teacher: tuple[torch.Tensor, torch.Tensor],
-) -> torch.Tensor:
-    """A teacher's distillation term of every sample, before ``distill.weight``:
-    :func:`feature_distance` with ``distill.on == "features"``, else :func:`soft_target_loss`.
-
-    Args:
-        distill: What is distilled and at which temperature.
-        student: The student's ``(logits, penultimate features)``.
-        teacher: The teacher's, of the same shapes.
-    """
-    if distill.on == "features":
-        return feature_distance(student[1], teacher[1])
-    return soft_target_loss(student[0], teacher[0], distill.temperature)
-
-
-MMD_KERNELS = 5  # Gaussian kernels of the multi-kernel MMD, as DAN and FedKA use
-
-
-def mmd(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Multi-kernel maximum mean discrepancy (squared, biased estimate) between two samples.
-
-    The kernel is the mean of :data:`MMD_KERNELS` Gaussian kernels whose bandwidths are the
-    mean pairwise squared distance of the pooled sample times 1/4, 1/2, 1, 2 and 4 (the
-    multi-kernel MMD of DAN, Long et al. 2015, which FedKA uses); the bandwidth carries no
-    gradient. Each kernel lies in (0, 1], so the result lies in [0, 2].
-
-    Args:
-        source: ``(..., n, features)``.
-        target: ``(..., m, features)``, the same leading dimensions.
-
-    Returns:
-        ``(...)``: one value per leading index.
-    """
-    x = torch.cat([source, target], dim=-2)
-    gram = x @ x.transpose(-1, -2)
-    sq = gram.diagonal(dim1=-2, dim2=-1)
-    # Squared distances without cdist, whose gradient at a zero distance (the diagonal) is NaN.
-    d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * gram).clamp_min(0.0)
-    total = x.shape[-2]
-    scale = (d2.detach().sum(dim=(-2, -1)) / (total * total - total)).clamp_min(1e-12)
-    # The widest kernel, exp(-d2 / 4s); each narrower one (bandwidth halved) is its square.
-    power = torch.exp(d2 * (-0.25 / scale)[..., None, None])
-    k = power
-    for _ in range(MMD_KERNELS - 1):
-        power = power * power
-        k = k + power
-    # w' K w with w = (1/n, ..., -1/m, ...): mean K(s, s) + mean K(t, t) - 2 mean K(s, t).
-    n, m = source.shape[-2], target.shape[-2]
-    w = torch.cat([x.new_full((n,), 1.0 / n), x.new_full((m,), -1.0 / m)])
-    return (k @ w * w).sum(dim=-1) / MMD_KERNELS
 
 
 def head_layer(model: nn.Module) -> nn.Linear:

@@ -21,12 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+__all__ = ["Alignment", "Distillation", "ModelFactory", "ModelList", "ModelSpec", "ModelWork", "TrainJob"]
+
 import torch
 from torch import nn
 
-from hlgym.models.experts import ExpertsSpec
+from hlgym.models.loss import Alignment, Distillation
 from hlgym.models.training import (
     OPTIMIZERS,
+    ModelFactory,
     build_model,
     count_parameters,
     fit_soft_targets,
@@ -54,8 +57,7 @@ class ModelSpec:
         adam_eps: Adam's epsilon.
         n_optimizers: Optimizer states per slot (one per peer for the reference's per-peer Adam).
         device: Torch device of the weights.
-        experts: With a modality split, the modality experts' settings (``model`` is then
-            ``"mlp"``: an MLP encoder per view); None for one network over the whole image.
+        factory: A component's own network in place of ``model``'s (None: ``model``'s).
     """
 
     model: str
@@ -67,7 +69,7 @@ class ModelSpec:
     adam_eps: float
     n_optimizers: int
     device: str = "cpu"
-    experts: ExpertsSpec | None = None
+    factory: ModelFactory | None = None
 
     @property
     def channels_last(self) -> bool:
@@ -82,59 +84,9 @@ class ModelSpec:
 
     def build(self, generator: torch.Generator) -> nn.Module:
         """A model of this spec with weights drawn from ``generator``, on the device."""
-        model = build_model(self.model, self.input_shape, self.n_classes, generator, self.hidden_units, self.experts)
+        model = build_model(self.model, self.input_shape, self.n_classes, generator, self.hidden_units, self.factory)
         # torch's stubs lack Module.to's memory_format overload.
         return model.to(torch.device(self.device), memory_format=self.memory_format)  # type: ignore[call-overload,no-any-return]
-
-
-@dataclass(frozen=True)
-class Distillation:
-    """Knowledge distillation in a training job (Hinton, Vinyals & Dean 2015).
-
-    Either a frozen ``teacher`` slot, run on every local batch (the loss adds
-    ``weight * T^2 * KL(teacher || student)`` at temperature ``T``, or with
-    ``on="features"`` ``weight`` times the mean squared error of the penultimate features),
-    or soft targets: ``public_logits`` on ``public_x``, fitted with ``weight * T^2 * KL``
-    alone before the local training (``epochs`` passes over the public set).
-
-    Attributes:
-        weight: Weight of the distillation term.
-        temperature: Softmax temperature ``T``.
-        on: ``"logits"`` or ``"features"`` (teacher slot only).
-        teacher: The teacher's slot, read before the job trains (frozen).
-        public_x: Inputs of the soft targets, ``(m, channels, height, width)``.
-        public_logits: The teacher's logits on them, ``(m, n_classes)``.
-    """
-
-    weight: float
-    temperature: float
-    on: str = "logits"
-    teacher: int | None = None
-    public_x: torch.Tensor | None = None
-    public_logits: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if (self.teacher is None) == (self.public_x is None) or (self.public_x is None) != (self.public_logits is None):
-            raise ValueError("a Distillation has either a teacher slot or public_x with public_logits")
-        if self.on == "features" and self.teacher is None:
-            raise ValueError("on='features' needs a teacher slot (soft targets are logits)")
-
-
-@dataclass(frozen=True)
-class Alignment:
-    """Feature alignment to a target domain in a training job (FedKA's knowledge alignment).
-
-    Every local batch adds ``weight`` times the multi-kernel MMD
-    (:func:`~hlgym.models.training.mmd`) between the penultimate features of the batch and
-    of ``target_x``, unlabeled images of the target domain.
-
-    Attributes:
-        weight: Weight of the MMD term.
-        target_x: The target images, ``(m, channels, height, width)``.
-    """
-
-    weight: float
-    target_x: torch.Tensor
 
 
 @dataclass(frozen=True)

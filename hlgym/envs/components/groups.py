@@ -1,12 +1,4 @@
-"""Scenarios: what a peer holds and how the model is tested, beyond HL's label skew.
-
-- :mod:`~hlgym.envs.scenarios.domain_shift`: peers hold their data in different styles
-  (domains) and the reward tests on an unseen target domain (FedKA's setting).
-- :mod:`~hlgym.envs.scenarios.modality_experts`: every example is seen through several views
-  (modalities) and each peer holds one view of its examples (UniCon / BiCSL's setting).
-
-Both give each peer one of k groups (a domain, a modality) by a rule: :func:`assign_peers`.
-"""
+"""Groups of peers: the rule that gives each peer one of k groups (a scenario's domain or view)."""
 
 from __future__ import annotations
 
