@@ -28,7 +28,7 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -316,8 +316,7 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
         )
     if args.backend not in BACKENDS:
         raise SystemExit(f"--backend {args.backend!r} is not accepted; accepted: {', '.join(BACKENDS)}")
-    if args.backend == "rllib":
-        _check_rllib(args, config, hp)
+    trainer = trainer_for(args)
     # The envs' seeds: seed + i for SB3's copy i; seed + i for RLlib's env runner i (0: the driver's).
     copies = args.n_envs if args.backend == "sb3" else args.num_env_runners + 1
     train_seeds = {s for seed in (args.seeds or [args.seed]) for s in range(seed, seed + copies)}
@@ -327,15 +326,10 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             f"--eval-seed {args.eval_seed} is not accepted: evaluation seeds {min(eval_seeds)}..{max(eval_seeds)} "
             f"overlap the training seeds {min(train_seeds)}..{max(train_seeds)}; accepted: seeds outside them"
         )
-    if args.algo in sb3.ALGORITHMS and args.evaluate_model is None:
-        try:
-            sb3.policy_for(args.algo, args.policy)
-        except ValueError as exc:
-            raise SystemExit(f"--policy: {exc}") from exc
     if args.policy == "attention" and config.observation != "peer_features":
         raise SystemExit("--policy attention is not accepted with observation='hl_pca'; accepted: peer_features")
     if args.evaluate_model is not None:
-        if args.algo not in TRAINED_ALGOS:
+        if trainer.load is None:
             raise SystemExit(f"--evaluate-model needs a trained --algo; accepted: {', '.join(TRAINED_ALGOS)}")
         if not Path(args.evaluate_model).is_file():
             raise SystemExit(f"--evaluate-model {args.evaluate_model!r}: no such file")
@@ -344,14 +338,53 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             f"--agent-kwargs is not accepted with --algo {args.algo}: a trained algorithm's settings come from "
             f"hyperparams/{args.algo}.yml; accepted with built-in and plug-in agents"
         )
-    if args.evaluate_model is None and args.algo not in TRAINED_ALGOS:
-        # A built-in or plug-in agent that cannot be built fails here, before any file.
-        try:
-            kwargs = parse_pairs(args.agent_kwargs, "--agent-kwargs")
-        except ValueError as exc:
-            raise SystemExit(str(exc)) from exc
-        make_agent(args.algo, args.seed, kwargs)
+    trainer.check(args, config, hp)
     return args, config, hp
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """One way a run gets its policy, behind :func:`trainer_for`: the options it checks
+    (after the ones every run shares, in :func:`resolve`), how it trains (or builds) the
+    policy into a run folder, and how it loads a saved one (None: it saves none)."""
+
+    name: str
+    handles: Callable[[Args], bool]
+    check: Callable[[Args, PeerSelectionConfig, dict[str, Any]], None]
+    train: Callable[[Args, PeerSelectionConfig, dict[str, Any], RunFolder], Agent]
+    load: Callable[[Args, str], Agent] | None = None
+
+
+def trainer_for(args: Args) -> Trainer:
+    """The first of :data:`TRAINERS` that handles ``args`` (the last handles any --algo)."""
+    return next(t for t in TRAINERS if t.handles(args))
+
+
+def _check_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) -> None:
+    """An SB3 or sb3-contrib algorithm: the policy must suit it."""
+    if args.evaluate_model is None:
+        assert args.policy is not None
+        try:
+            sb3.policy_for(args.algo, args.policy)
+        except ValueError as exc:
+            raise SystemExit(f"--policy: {exc}") from exc
+
+
+def _check_nothing(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) -> None:
+    """hl_dqn: the shared checks are all it needs."""
+
+
+def _check_agent(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) -> None:
+    """A built-in or plug-in agent that cannot be built fails here, before any file."""
+    _build_agent(args)
+
+
+def _build_agent(args: Args, *_: Any) -> Agent:
+    try:
+        kwargs = parse_pairs(args.agent_kwargs, "--agent-kwargs")
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    return make_agent(args.algo, args.seed, kwargs)
 
 
 def _check_rllib(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) -> None:
@@ -508,16 +541,26 @@ def train_hl_dqn(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], ru
     return agent
 
 
-def load_trained(algo: str, path: str, device: str, backend: str = "sb3") -> Agent:
-    """A saved model of ``algo`` (a trained algorithm, checked by :func:`resolve`) as an Agent."""
-    if algo == "hl_dqn":
-        return HLDQNAgent.load(path)
-    if backend == "rllib":
-        try:
-            return PeerSetAgent.load(path)
-        except ValueError as exc:
-            raise SystemExit(f"--evaluate-model: {exc}") from exc
-    return sb3.SB3Agent(sb3.algorithm_class(algo).load(path, device=device))
+def _load_rllib(args: Args, path: str) -> Agent:
+    try:
+        return PeerSetAgent.load(path)
+    except ValueError as exc:
+        raise SystemExit(f"--evaluate-model: {exc}") from exc
+
+
+def _load_sb3(args: Args, path: str) -> Agent:
+    return sb3.SB3Agent(sb3.algorithm_class(args.algo).load(path, device=args.device))
+
+
+TRAINERS: tuple[Trainer, ...] = (
+    Trainer("rllib", lambda a: a.backend == "rllib", _check_rllib, train_rllib, _load_rllib),
+    Trainer("sb3", lambda a: a.algo in sb3.ALGORITHMS, _check_sb3, train_sb3, _load_sb3),
+    Trainer(
+        "hl_dqn", lambda a: a.algo == "hl_dqn", _check_nothing, train_hl_dqn, lambda a, path: HLDQNAgent.load(path)
+    ),
+    Trainer("agent", lambda a: True, _check_agent, _build_agent),
+)
+"""The training backends, in the order :func:`trainer_for` asks them."""
 
 
 def default_run_dir(args: Args) -> str:
@@ -654,16 +697,12 @@ def run_one(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
     run = _open_run(args, resumed, {**body, "env_config": config.to_dict()})
 
     start = time.perf_counter()
+    trainer = trainer_for(args)
     if args.evaluate_model is not None:
-        agent = load_trained(args.algo, args.evaluate_model, args.device, args.backend)
-    elif args.backend == "rllib":
-        agent = train_rllib(args, config, hp, run)
-    elif args.algo in sb3.ALGORITHMS:
-        agent = train_sb3(args, config, hp, run)
-    elif args.algo == "hl_dqn":
-        agent = train_hl_dqn(args, config, hp, run)
+        assert trainer.load is not None  # resolve checked it
+        agent = trainer.load(args, args.evaluate_model)
     else:
-        agent = make_agent(args.algo, args.seed, parse_pairs(args.agent_kwargs, "--agent-kwargs"))
+        agent = trainer.train(args, config, hp, run)
     train_time = time.perf_counter() - start
 
     policies: dict[str, Agent] = {args.algo.rpartition(":")[2]: agent}
