@@ -92,7 +92,7 @@ def step_flops(episode: Episode, peer: int, per_sample: int) -> float:
     """Arithmetic of one step at ``peer``: training (forward + backward, about 3x a forward)
     on its data, evaluation of the reward's test images, and the probes."""
     trained = 3 * per_sample * len(episode.peer_y[peer]) * episode.config.local_epochs
-    probed = len(episode.probe_y) if episode.needs_probes else 0
+    probed = len(episode.probe_y) if episode.config.observation == "peer_features" else 0
     return float(trained + per_sample * (len(episode.data.y_eval) + probed))
 
 

@@ -66,31 +66,23 @@ class Episode:
         self.probe_y = self.data.y_train[:0]
         self.probe_starts = np.zeros(0, dtype=np.int64)
         self._probe_rows: list[np.ndarray] = []  # each peer's probe: positions in its own data
-        self.holder = config.start_peer
-        self.round = 0
+        self.holder, self.round, self.comm_cost, self.bytes_sent = config.start_peer, 0, 0.0, 0
         self.accuracy = self.peer_accuracy = float("nan")
-        self.comm_cost = 0.0
-        self.bytes_sent = 0
         self.route: list[int] = []
         self.log: list[str] = []
         self.running = False
         self.online = np.ones(n, dtype=bool)
         self.last_visit = np.full(n, -1, dtype=np.int64)
         self.visits = np.zeros(n, dtype=np.int64)
-        self._weights_before: np.ndarray | None = None
-        self._weights_after: np.ndarray | None = None
-        self._peer_weights: np.ndarray | None = None  # hl_pca with a model per peer: one row each
+        self.weights = obs_builders.WeightRows()  # hl_pca's rows
         self.parts: list[Component] = [cls(self, params) for cls, params in components.for_config(config)]
         """The episode's components, in the order their hooks run (the transfer mode first)."""
         transfer = self.parts[0]
         assert isinstance(transfer, components.transfer.TransferMode), "the transfer mode comes first"
         self.transfer: components.transfer.TransferMode = transfer
-        self._check_pool()
-        self._fixed: tuple[np.ndarray, ...] | None = None
-        if not isinstance(config.topology, str):
-            self._fixed = topology.fixed(n, config.topology_scale, config.topology)
-        elif config.topology == "hl_random":
-            self._fixed = topology.fixed(n, config.topology_scale, None)
+        # Fail at construction, not at the first reset, when the split asks for too much.
+        components.check_pool(config, self.data)
+        self._fixed = topology.fixed_for(config.topology, n, config.topology_scale)
         self.distances: np.ndarray | None = None if self._fixed is None else self._fixed[0]
         self.positions: np.ndarray | None = None if self._fixed is None else self._fixed[1]
 
@@ -101,22 +93,6 @@ class Episode:
         split's views)."""
         data = device_data(config.dataset, config.data_dir, config.device, config.model == "cnn", config.eval_samples)
         return components.prepare_data(config, data)
-
-    def _check_pool(self) -> None:
-        """Fail at construction, not at the first reset, when the split asks for too much or a
-        component draws more of the samples no peer holds than there are."""
-        cfg = self.config
-        parts = partition.split(cfg, self.data.labels, self.data.n_classes, np.random.default_rng(0))
-        # Every partitioner leaves the same number of samples to no peer, whatever its draws.
-        pool = partition.unassigned(self.data.labels.shape[0], parts).size
-        for name, value in filter(None, (type(part).pool_request(cfg) for part in self.parts)):
-            if value > pool:
-                accepted = f"an integer in [1, {pool}]" if pool else "none: every training sample is a peer's"
-                raise ValueError(
-                    f"{name}={value} is not accepted; accepted: {accepted} "
-                    f"(the training samples no peer holds under partition={cfg.partition!r}; "
-                    "samples_per_peer or fewer peers leave some)"
-                )
 
     def __getstate__(self) -> dict[str, Any]:
         # The data set is shared and cached per process: reload it rather than pickle it.
@@ -156,48 +132,18 @@ class Episode:
         return components.slots(self.config)
 
     @property
-    def per_peer(self) -> bool:
-        """Whether every peer keeps its own model (``average``, ``distill``, ``logits``)."""
-        return self.transfer.per_peer
-
-    @property
     def scored_slot(self) -> int:
         """The slot whose model the reward and the probes read: the holder's."""
         return self.transfer.scored_slot()
 
     def slot_generators(self) -> list[torch.Generator]:
-        """The generator each of the episode's slots draws its initial weights from.
-
-        Every peer's model starts from the same seed-drawn weights: the other slots draw
-        from copies of the generator's state, so the generator advances as for one model.
-        """
-        copies = []
-        for _ in range(self.model_slots - 1):
-            twin = torch.Generator()
-            twin.set_state(self.generator.get_state())
-            copies.append(twin)
-        return [self.generator, *copies]
-
-    @property
-    def needs_weights(self) -> bool:
-        """Whether the observation reads the model's weights (``hl_pca``)."""
-        return self.config.observation == "hl_pca"
-
-    @property
-    def needs_probes(self) -> bool:
-        """Whether the observation reads the model's loss on each peer's probe (``peer_features``)."""
-        return self.config.observation == "peer_features"
+        """The generator each of the episode's slots draws its initial weights from (see
+        :meth:`~hlgym.envs.components.transfer.TransferMode.slot_generators`)."""
+        return self.transfer.slot_generators(self.generator)
 
     def unassigned(self) -> np.ndarray:
         """Training samples no peer holds this episode."""
         return partition.unassigned(self.data.labels.shape[0], self.peer_indices)
-
-    def probe_means(self, loss: torch.Tensor, hits: torch.Tensor) -> ProbeStats:
-        """Per-peer means of the probe samples' loss and correctness (``probe_x`` order)."""
-        starts = self.probe_starts
-        counts = np.diff(np.append(starts, loss.shape[0]))
-        probe_loss = np.add.reduceat(loss.cpu().numpy(), starts) / counts
-        return ProbeStats(probe_loss, np.add.reduceat(hits.cpu().numpy(), starts) / counts)
 
     # ------------------------------------------------------------------ phases (RoundRunner's order)
 
@@ -238,8 +184,7 @@ class Episode:
         initial model)."""
         self.accuracy = self.peer_accuracy = accuracy
         if weights is not None:
-            self._peer_weights = weights
-            self._weights_before = self._weights_after = weights[0]
+            self.weights.start(weights)
         self.running = True
         self.route = [self.holder]
         self.log = [f"round   0  model at peer {self.holder}  acc {self.accuracy:.4f}"]
@@ -247,16 +192,6 @@ class Episode:
     def opening(self, probe: ProbeStats | None) -> tuple[np.ndarray, dict[str, Any]]:
         """``reset``'s ``(obs, info)`` when no round is forced (nothing paid, nothing scored)."""
         return self.observe(probe), self.info(dict(NO_REWARD), delivered=True, hop=0.0)
-
-    def forced_first_round(self, result: StepResult) -> tuple[np.ndarray, dict[str, Any]]:
-        """``reset``'s ``(obs, info)`` after the round ``first_round_at_start`` plays."""
-        obs, _, terminated, truncated, info = result
-        if terminated or truncated:
-            raise RuntimeError(
-                f"the forced first round already ended the episode (accuracy {info['accuracy']:.4f}, "
-                f"goal={self.config.goal}); raise goal or max_rounds"
-            )
-        return obs, info
 
     def check_step(self, action: Any) -> int:
         """The peer ``action`` names, if a step may be taken now; raises ``ValueError`` for an
@@ -305,19 +240,11 @@ class Episode:
         return job
 
     def trained(self, move: Move, weights: np.ndarray | None) -> None:
-        """Record the round's local training (none if the peer was offline).
-
-        ``weights``: for ``hl_pca`` only, every slot's flat weights after the round,
-        ``(model_slots, n_params)``. In the relay, as in the reference, the state is taken
-        after local training and before the broadcast: every other peer still holds the model
-        from before the round. With a model per peer, each row is that peer's own model.
-        """
+        """Record the round's local training (none if the peer was offline); ``weights``:
+        for ``hl_pca`` only, every slot's flat weights after the round (``WeightRows``)."""
+        self.weights.trained(move.delivered, weights)
         if not move.delivered:
-            self._weights_before = self._weights_after  # every peer holds the same model
             return
-        if weights is not None:
-            self._peer_weights = weights
-            self._weights_before, self._weights_after = self._weights_after, weights[0]
         self.last_visit[move.peer] = self.round
         self.visits[move.peer] += 1
 
@@ -357,16 +284,10 @@ class Episode:
 
     def observe(self, probe: ProbeStats | None) -> np.ndarray:
         """The observation of the current state."""
-        cfg, n = self.config, self.config.n_peers
+        cfg = self.config
         assert self.distances is not None, "observe() runs inside an episode"
         if cfg.observation == "hl_pca":
-            if self.per_peer:
-                assert self._peer_weights is not None
-                return obs_builders.hl_pca(self._peer_weights, cfg.pca_components)
-            assert self._weights_before is not None and self._weights_after is not None
-            rows = np.repeat(self._weights_before[None, :], n, axis=0)
-            rows[self.holder] = self._weights_after
-            return obs_builders.hl_pca(rows, cfg.pca_components)
+            return self.weights.observe(self.holder, cfg.n_peers, cfg.pca_components, self.transfer.per_peer)
         assert probe is not None, "peer_features needs the probe statistics"
         extra = [part.column(name) for part in self.parts for name in part.columns]
         return obs_builders.peer_features(

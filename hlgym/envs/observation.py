@@ -93,6 +93,43 @@ def peer_features(
     return obs
 
 
+class WeightRows:
+    """The rows ``hl_pca`` is fitted on: every peer's flat weights, kept round by round.
+
+    In the relay, as in the reference, the state is taken after local training and before
+    the broadcast: every other peer still holds the model from before the round, the
+    receiver the trained one. With a model per peer, each row is that peer's own model.
+    """
+
+    def __init__(self) -> None:
+        self.before: np.ndarray | None = None  # the relay's model before the last round
+        self.after: np.ndarray | None = None  # ... and after it
+        self.slots: np.ndarray | None = None  # every slot's weights, (model_slots, n_params)
+
+    def start(self, weights: np.ndarray) -> None:
+        """Every peer holds the initial model (``weights``: every slot's)."""
+        self.slots = weights
+        self.before = self.after = weights[0]
+
+    def trained(self, delivered: bool, weights: np.ndarray | None) -> None:
+        """After a round: ``weights`` are every slot's (None: no observation reads them)."""
+        if not delivered:
+            self.before = self.after  # every peer holds the same model
+        elif weights is not None:
+            self.slots = weights
+            self.before, self.after = self.after, weights[0]
+
+    def observe(self, holder: int, n_peers: int, k: int, per_peer: bool) -> np.ndarray:
+        """The ``hl_pca`` observation of these rows."""
+        if per_peer:
+            assert self.slots is not None
+            return hl_pca(self.slots, k)
+        assert self.before is not None and self.after is not None
+        rows = np.repeat(self.before[None, :], n_peers, axis=0)
+        rows[holder] = self.after
+        return hl_pca(rows, k)
+
+
 def hl_pca(weights: np.ndarray, k: int) -> np.ndarray:
     """The reference's state: PCA(k) refit over the rows of ``weights``, flattened.
 

@@ -11,7 +11,7 @@ a :class:`~hlgym.models.batched.StackedModels`. Both go through the same phases:
     3. one evaluation of every model on the reward's test images (and, for ``hl_pca``, the
        weights), the components' ``measure``, then ``Episode.start``;
     4. with ``first_round_at_start``, one ``step`` at the start peer
-       (``Episode.forced_first_round``); else the probes and ``Episode.opening``.
+       (it must not end the episode); else the probes and ``Episode.opening``.
 
 ``step``
     1. ``Episode.check_step`` for every action (a bad one leaves every episode as it was);
@@ -120,7 +120,7 @@ class RoundRunner:
             # As the reference: round 1 trains at the starter whatever the policy (the step
             # trims the heap after itself, the reset's allocations included).
             results = self.step(indices, [self.episodes[i].config.start_peer for i in indices])
-            return [e.forced_first_round(r) for e, r in zip(episodes, results, strict=True)]
+            return [self._forced_first_round(e, r) for e, r in zip(episodes, results, strict=True)]
         opened = [e.opening(p) for e, p in zip(episodes, self._probes(indices), strict=True)]
         self.heap.round_took(time.perf_counter() - start)
         return opened
@@ -189,6 +189,17 @@ class RoundRunner:
 
     # ------------------------------------------------------------------ helpers
 
+    @staticmethod
+    def _forced_first_round(episode: Episode, result: StepResult) -> tuple[np.ndarray, dict[str, Any]]:
+        """``reset``'s ``(obs, info)`` after the round ``first_round_at_start`` plays."""
+        obs, _, terminated, truncated, info = result
+        if terminated or truncated:
+            raise RuntimeError(
+                f"the forced first round already ended the episode (accuracy {info['accuracy']:.4f}, "
+                f"goal={episode.config.goal}); raise goal or max_rounds"
+            )
+        return obs, info
+
     def _begun(self, index: int, what: str) -> Episode:
         episode = self.episodes[index]
         if not episode.begun:
@@ -236,19 +247,19 @@ class RoundRunner:
         """Every slot's flat weights of episode ``index``, ``(model_slots, n_params)``, if its
         observation reads them (``hl_pca``)."""
         episode = self.episodes[index]
-        if not episode.needs_weights:
+        if episode.config.observation != "hl_pca":
             return None
         return torch.stack([self.models.flat(self._slot(index, s)) for s in range(episode.model_slots)]).cpu().numpy()
 
     def _probes(self, indices: Sequence[int]) -> list[ProbeStats | None]:
-        probing = [i for i in indices if self.episodes[i].needs_probes]
+        probing = [i for i in indices if self.episodes[i].config.observation == "peer_features"]
         out: dict[int, ProbeStats] = {}
         if probing:
             episodes = [self.episodes[i] for i in probing]
             xs, ys = [e.probe_x for e in episodes], [e.probe_y for e in episodes]
             losses = self.models.per_sample_loss_each([self._scored(i) for i in probing], xs, ys)
             for i, episode, (loss, hits) in zip(probing, episodes, losses, strict=True):
-                out[i] = episode.probe_means(loss, hits)
+                out[i] = ProbeStats.means(loss, hits, episode.probe_starts)
             self._each_component("probe", probing)
         return [out.get(i) for i in indices]
 

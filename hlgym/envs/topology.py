@@ -85,6 +85,14 @@ def mds_positions(distances: np.ndarray) -> np.ndarray:
     return np.asarray(pos * signs)
 
 
+def fixed_for(value: str | Sequence[Sequence[float]], n_peers: int, scale: float) -> tuple[np.ndarray, ...] | None:
+    """A fixed topology's distances and positions (:func:`fixed`), or None for one that each
+    episode draws (``euclidean``)."""
+    if isinstance(value, str):
+        return fixed(n_peers, scale, None) if value == "hl_random" else None
+    return fixed(n_peers, scale, tuple(tuple(float(v) for v in row) for row in value))
+
+
 @functools.lru_cache(maxsize=32)
 def fixed(n_peers: int, scale: float, matrix: tuple[tuple[float, ...], ...] | None) -> tuple[np.ndarray, ...]:
     """A fixed topology's distances (``matrix``, or :func:`hl_random` when None) and drawing

@@ -34,7 +34,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
-from hlgym.envs import checks
+import numpy as np
+
+from hlgym.envs import checks, partition
 from hlgym.envs.components import byzantine, domain_shift, faults, modality, transfer
 from hlgym.envs.components.base import BYTES_PER_PARAM, Component, EpisodeState, Move, ProbeStats, Training
 from hlgym.envs.components.transfer import TransferMode
@@ -185,6 +187,22 @@ def transfer_mode(config: Any) -> type[TransferMode]:
 def slots(config: Any) -> int:
     """Model slots an episode with ``config`` uses (its transfer mode's)."""
     return transfer_mode(config).slots(config)
+
+
+def check_pool(config: Any, data: DeviceData) -> None:
+    """Fail when ``config``'s split asks for more samples than ``data`` has, or a component
+    draws more of the samples no peer holds than there are (at env construction)."""
+    parts = partition.split(config, data.labels, data.n_classes, np.random.default_rng(0))
+    # Every partitioner leaves the same number of samples to no peer, whatever its draws.
+    pool = partition.unassigned(data.labels.shape[0], parts).size
+    for name, value in filter(None, (cls.pool_request(config) for cls, _ in for_config(config))):
+        if value > pool:
+            accepted = f"an integer in [1, {pool}]" if pool else "none: every training sample is a peer's"
+            raise ValueError(
+                f"{name}={value} is not accepted; accepted: {accepted} "
+                f"(the training samples no peer holds under partition={config.partition!r}; "
+                "samples_per_peer or fewer peers leave some)"
+            )
 
 
 def prepare_data(config: Any, data: DeviceData) -> DeviceData:

@@ -87,6 +87,14 @@ class ProbeStats(NamedTuple):
     accuracy: np.ndarray
     """Accuracy per peer."""
 
+    @classmethod
+    def means(cls, loss: torch.Tensor, hits: torch.Tensor, starts: np.ndarray) -> ProbeStats:
+        """Per-peer means of the probe samples' loss and correctness; peer ``i``'s rows start
+        at ``starts[i]`` (an episode's ``probe_starts``)."""
+        counts = np.diff(np.append(starts, loss.shape[0]))
+        probe_loss = np.add.reduceat(loss.cpu().numpy(), starts) / counts
+        return cls(probe_loss, np.add.reduceat(hits.cpu().numpy(), starts) / counts)
+
 
 class EpisodeState(Protocol):
     """What a component may read (and, where marked, replace) of its episode."""

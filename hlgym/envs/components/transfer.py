@@ -107,6 +107,17 @@ class TransferMode(Component):
         its own (with a model per peer, the peer's model has one: its slot's)."""
         return int(config.n_peers) if config.per_peer_optimizer and not cls.per_peer else 1
 
+    def slot_generators(self, generator: torch.Generator) -> list[torch.Generator]:
+        """The generator each slot draws its initial weights from: every peer's model starts
+        from the same seed-drawn weights, so the other slots draw from copies of the
+        episode's generator's state (which then advances as for one model)."""
+        copies = []
+        for _ in range(self.slots(self.config) - 1):
+            twin = torch.Generator()
+            twin.set_state(generator.get_state())
+            copies.append(twin)
+        return [generator, *copies]
+
     def peer_slot(self, peer: int) -> int:
         """The slot of ``peer``'s own model (the travelling one in the relay)."""
         return peer if self.per_peer else 0
