@@ -39,14 +39,20 @@ import numpy as np
 import yaml
 
 import hlgym
-from hlgym.agents import BASELINES, Agent, EpisodeRecord, Evaluation, LookaheadAgent, evaluate, sb3
+from hlgym.agents import BASELINES, Agent, EpisodeRecord, Evaluation, evaluate, sb3
 from hlgym.agents.attention import PeerSetAgent
+from hlgym.agents.baselines import LookaheadAgent, StayAgent
 from hlgym.agents.hl_dqn import HLDQNAgent
+from hlgym.agents.oracle import OracleAgent
 from hlgym.envs import PRESETS, PeerSelectionConfig
 from hlgym.envs.config import parse_overrides, parse_pairs
 from hlgym.runs import RunFolder, across_seeds, format_seeds_table, format_table, fresh_run_dir
 
 TRAINED_ALGOS = (*sb3.ALGORITHMS, "hl_dqn")
+SEEDED = ("random", "power_of_choice")  # the baselines that draw, from --seed
+# Built-in agents outside every run's table: they search copies of the env (lookahead,
+# oracle: n_peers or width * n_peers env steps per step) or evaluate every peer (stay).
+SEARCHERS: dict[str, type] = {"lookahead": LookaheadAgent, "oracle": OracleAgent, "stay": StayAgent}
 BACKENDS = ("sb3", "rllib")
 # What a training uses when hyperparams/<algo>.yml has no entry for the env id.
 DEFAULT_TIMESTEPS = 20_000
@@ -71,9 +77,12 @@ class Args:
         default="ppo",
         metadata=_help(
             """Policy: dqn, ppo, a2c (SB3); maskable_ppo, recurrent_ppo (sb3-contrib); hl_dqn (the
-            reference's DQN); random, round_robin, greedy, lookahead (built-in, no training;
-            lookahead tries every peer on a copy of the env, n_peers env steps per step); or
-            'module:Class' for a plug-in agent built with --agent-kwargs."""
+            reference's DQN); random, round_robin, greedy, power_of_choice (built-in, no
+            training; every run's table has them); lookahead (tries every peer on a copy of the
+            env, n_peers env steps per step), oracle (a beam search over copies that sees the
+            future: a ceiling; width*n_peers env steps per step), stay (the best fixed peer of
+            the evaluation episodes; n_peers evaluations); or 'module:Class' for a plug-in
+            agent built with --agent-kwargs."""
         ),
     )
     env: str = field(default="hlgym/PeerSelection-v0", metadata=_help("Registered environment id."))
@@ -228,20 +237,20 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 def make_agent(algo: str, seed: int, kwargs: dict[str, Any] | None = None) -> Agent:
-    """A built-in agent by name (``random`` seeded with ``seed``; ``lookahead`` still to be
-    bound to its env), or a plug-in ``module:Class``, built with ``kwargs``."""
+    """A built-in agent by name (``random`` and ``power_of_choice`` seeded with ``seed``;
+    ``lookahead`` and ``oracle`` bound to their env when evaluated; ``stay`` choosing its
+    peer on the evaluation episodes), or a plug-in ``module:Class``, built with ``kwargs``."""
     kwargs = kwargs or {}
-    if algo == "random":
-        cls: Any = BASELINES["random"]
-        kwargs = {"seed": seed, **kwargs}
+    if algo in SEARCHERS:
+        cls: Any = SEARCHERS[algo]
     elif algo in BASELINES:
         cls = BASELINES[algo]
-    elif algo == "lookahead":
-        cls = LookaheadAgent
+        if algo in SEEDED:
+            kwargs = {"seed": seed, **kwargs}
     else:
         module_name, sep, class_name = algo.partition(":")
         if not sep or not module_name or not class_name:
-            accepted = ", ".join((*TRAINED_ALGOS, *BASELINES, "lookahead"))
+            accepted = ", ".join((*TRAINED_ALGOS, *BASELINES, *SEARCHERS))
             raise SystemExit(f"--algo {algo!r} is not accepted; accepted: {accepted} or module:Class")
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # plug-ins next to where the user runs the command
@@ -706,8 +715,9 @@ def run_one(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
     train_time = time.perf_counter() - start
 
     policies: dict[str, Agent] = {args.algo.rpartition(":")[2]: agent}
-    for base in BASELINES:
-        policies.setdefault(base, make_agent(base, args.seed))
+    for base, cls in BASELINES.items():
+        if config.observation in getattr(cls, "observations", (config.observation,)):
+            policies.setdefault(base, make_agent(base, args.seed))
     results = evaluate_all(args, config, policies)
     families: dict[str, dict[str, Evaluation]] = {}
     if config.tasks is not None:  # a task distribution: also each held-out family on its own
@@ -747,9 +757,12 @@ def evaluate_all(args: Args, config: PeerSelectionConfig, policies: Mapping[str,
     try:
         out = {}
         for name, agent in policies.items():
-            if isinstance(agent, LookaheadAgent):
-                agent.bind(env)
-            out[name] = evaluate(agent, env, args.eval_episodes, seed=args.eval_seed, progress=args.progress)
+            if isinstance(agent, StayAgent):
+                out[name] = agent.choose(env, args.eval_episodes, seed=args.eval_seed, progress=args.progress)
+                continue
+            out[name] = evaluate(
+                agent, env, args.eval_episodes, seed=args.eval_seed, progress=args.progress, label=name
+            )
         return out
     finally:
         env.close()

@@ -106,7 +106,7 @@ def test_train_meta_cli(tmp_path: Path, algo: str) -> None:
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     name = algo.rpartition(":")[2]
-    assert set(results["policies"]) == {name, "random", "round_robin", "greedy"}
+    assert set(results["policies"]) == {name, "random", "round_robin", "greedy", "power_of_choice"}
     assert results["env_config"]["max_rounds"] == 5 and results["eval_episodes"] == 2
     for pol in results["policies"].values():
         assert set(pol["summary"]) == set(SUMMARY_FIELDS)
@@ -190,6 +190,6 @@ def test_lookahead_from_the_command_line(tmp_path: Path) -> None:
             *("--eval-episodes", "2", "--no-progress", "--env-kwargs", "max_rounds=4"),
         ]
     )
-    assert set(results) == {"lookahead", "random", "round_robin", "greedy"}
+    assert set(results) == {"lookahead", "random", "round_robin", "greedy", "power_of_choice"}
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["args"]["agent_kwargs"] == ["horizon=2", "by=accuracy"]

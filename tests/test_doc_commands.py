@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from hlgym import train
+from hlgym import bench, train
 from hlgym.plots.__main__ import main as plots_main
 from tests.conftest import tiny_overrides
 
@@ -30,6 +30,7 @@ RAY = importlib.util.find_spec("ray") is not None
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TRAIN = ("hlgym-train", "python train_meta.py")
 PLOTS = "python -m hlgym.plots"
+BENCH = "hlgym-bench"
 STEPS = 64  # training steps of a tiny run; a resumed run gets twice as many
 # Commands not run here, and why (each is a prefix of what the documents show).
 NOT_RUN = {
@@ -68,7 +69,7 @@ def shell_commands(path: Path) -> list[tuple[int, str]]:
                 (token.map[0] + 1, " ".join(code.content.split()))
                 for code in token.children or []
                 if code.type == "code_inline"
-                and code.content.startswith((*TRAIN, PLOTS))
+                and code.content.startswith((*TRAIN, PLOTS, BENCH))
                 and not PLACEHOLDER.search(code.content)
             ]
         if token.type != "fence" or token.info.split()[:1] != ["bash"]:
@@ -118,7 +119,7 @@ def _ucb_module(folder: Path) -> None:
 
 def test_the_documents_show_commands_this_test_knows() -> None:
     commands = [(path.name, line, cmd) for path in DOCUMENTS for line, cmd in shell_commands(path)]
-    runnable = [c for c in commands if c[2].startswith((*TRAIN, PLOTS, "python ucb.py"))]
+    runnable = [c for c in commands if c[2].startswith((*TRAIN, PLOTS, BENCH, "python ucb.py"))]
     assert len(runnable) >= 8, runnable
     unknown = [c for c in commands if c not in runnable and not c[2].startswith(tuple(NOT_RUN))]
     assert not unknown, f"commands this test neither runs nor explains: {unknown}"
@@ -148,6 +149,16 @@ def test_every_documented_command_runs_at_a_small_budget(
             elif command.startswith(TRAIN):
                 results = train.main(small_budget(list(key)))
                 assert "random" in results, where
+            elif command.startswith(BENCH) and "--help" in argv:
+                with pytest.raises(SystemExit) as exit_:
+                    bench.main(["--help"])
+                assert exit_.value.code == 0, where
+            elif command.startswith(BENCH):
+                # One episode of the first case it names (the shipped reference's seeds).
+                cut = argv.index("--ids") if "--ids" in argv else len(argv)
+                ids = argv[cut + 1 : cut + 2] or ["PeerSelection-v0"]
+                results = bench.main([*argv[1:cut], "--ids", *ids, "--episodes", "1", "--no-progress"])
+                assert results["cases"], where
             elif command.startswith(PLOTS):
                 assert plots_main(argv[3:]), where
             elif command.startswith("python ucb.py"):

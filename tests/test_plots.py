@@ -171,7 +171,14 @@ def test_cli_overlays_runs_and_rejects_mixed_envs(run_dir: Path, tmp_path: Path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "figs" / "comm_cost.svg").stat().st_size > 0
     merged = plots.merge([plots.load_run(run_dir), plots.load_run(other)])
-    assert list(merged) == ["ppo", "random", "round_robin", "greedy", "ppo [other]"]  # baselines once
+    assert list(merged) == [
+        "ppo",
+        "random",
+        "round_robin",
+        "greedy",
+        "power_of_choice",
+        "ppo [other]",
+    ]  # baselines once
     results["env_config"]["goal"] = 0.5
     (other / "results.json").write_text(json.dumps(results))
     proc = subprocess.run(

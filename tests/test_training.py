@@ -47,7 +47,7 @@ def train_meta(tmp_path: Path, *args: str, wait: bool = True) -> subprocess.Pope
 def check_results(run: Path, trained: str) -> dict[str, Any]:
     results: dict[str, Any] = json.loads((run / "results.json").read_text())
     assert results["schema_version"] == 1
-    assert set(results["policies"]) == {trained, "random", "round_robin", "greedy"}
+    assert set(results["policies"]) == {trained, "random", "round_robin", "greedy", "power_of_choice"}
     for pol in results["policies"].values():
         assert set(pol["summary"]) == SUMMARY_KEYS
         for stat in pol["summary"].values():

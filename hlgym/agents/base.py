@@ -17,6 +17,10 @@ class Agent(Protocol):
     ``act`` receives the observation and the info dict of the last ``reset``/``step``
     (``info["holder"]``, ``info["hop_costs"]``, ``info["action_mask"]`` and the rest of
     :class:`~hlgym.envs.PeerSelectionEnv`'s info) and returns the next peer.
+
+    An agent may also have ``bind(env)``: :func:`evaluate` calls it with the env before the
+    first episode, so the agent can read its spaces (``env.action_space.n`` peers) or, as
+    the lookahead and the oracle do, play on copies of it.
     """
 
     def reset(self) -> None:
@@ -41,7 +45,14 @@ def run_episode(agent: Agent, env: gym.Env[Any, Any], seed: int) -> EpisodeRecor
     return recorder.finish(info)
 
 
-def evaluate(agent: Agent, env: gym.Env[Any, Any], episodes: int, seed: int = 0, progress: bool = False) -> Evaluation:
+def evaluate(
+    agent: Agent,
+    env: gym.Env[Any, Any],
+    episodes: int,
+    seed: int = 0,
+    progress: bool = False,
+    label: str | None = None,
+) -> Evaluation:
     """Run ``episodes`` episodes with seeds ``seed, seed + 1, ...``.
 
     Args:
@@ -50,6 +61,7 @@ def evaluate(agent: Agent, env: gym.Env[Any, Any], episodes: int, seed: int = 0,
         episodes: Number of episodes, >= 1.
         seed: Seed of the first episode.
         progress: Show a progress bar.
+        label: The progress bar's label (default: the agent's class name).
 
     Returns:
         The per-episode records and their summary.
@@ -59,5 +71,9 @@ def evaluate(agent: Agent, env: gym.Env[Any, Any], episodes: int, seed: int = 0,
     if not isinstance(agent, Agent):
         raise TypeError(f"agent={agent!r} does not satisfy the Agent protocol (reset() and act(obs, info))")
     seeds = range(seed, seed + episodes)
-    records = [run_episode(agent, env, s) for s in tqdm(seeds, desc=type(agent).__name__, disable=not progress)]
+    bind = getattr(agent, "bind", None)
+    if callable(bind):
+        bind(env)
+    bar = tqdm(seeds, desc=label or type(agent).__name__, disable=not progress)
+    records = [run_episode(agent, env, s) for s in bar]
     return Evaluation(records, summarize(records))

@@ -8,6 +8,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hlgym.agents.base import evaluate
+from hlgym.records import Evaluation
+
 
 class RandomAgent:
     """Picks a random online peer (the reference's baseline).
@@ -81,6 +84,112 @@ class GreedyNearestAgent:
         return int(min(candidates, key=lambda p: (costs[p], p)))
 
 
+class FixedPeerAgent:
+    """A constant policy: always sends the model to ``peer`` (then keeps it there).
+
+    A benchmark id is only valid if no such policy solves it (docs/benchmark.md): the
+    ``stay`` baseline is the best of them over the evaluation episodes
+    (:func:`best_fixed_peer`). An offline or absent ``peer`` keeps the model at its holder,
+    as the env does for any such action.
+
+    Args:
+        peer: The peer index, >= 0.
+    """
+
+    def __init__(self, peer: int = 0) -> None:
+        if isinstance(peer, bool) or not isinstance(peer, int | np.integer) or peer < 0:
+            raise ValueError(f"peer={peer!r} is not accepted; accepted: an integer peer index >= 0")
+        self.peer = int(peer)
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def act(self, obs: Any, info: dict[str, Any]) -> int:
+        """``peer``, whatever the observation."""
+        return self.peer
+
+
+class StayAgent(FixedPeerAgent):
+    """The ``stay`` baseline: the best fixed peer of the episodes it is evaluated on
+    (:meth:`choose` tries every peer and keeps the best, :func:`best_fixed_peer`). It tests
+    an id's validity: a benchmark that a constant policy solves teaches nothing. Its cost is
+    ``n_peers`` evaluations."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.chosen = False
+
+    def choose(self, env: gym.Env[Any, Any], episodes: int, seed: int = 0, progress: bool = False) -> Evaluation:
+        """Try every peer on ``episodes`` episodes from ``seed``; keep the best; its evaluation."""
+        self.peer, evaluation = best_fixed_peer(env, episodes, seed, progress)
+        self.chosen = True
+        return evaluation
+
+
+def best_fixed_peer(
+    env: gym.Env[Any, Any], episodes: int, seed: int = 0, progress: bool = False
+) -> tuple[int, Evaluation]:
+    """The ``stay`` baseline: every peer tried as a constant policy (:class:`FixedPeerAgent`)
+    on the same episodes, the best kept: the one that reaches the goal most often, then in
+    the fewest rounds, then with the least communication (ties: the lowest index).
+
+    Args:
+        env: The env (its action space's size is the number of peers tried).
+        episodes: Episodes per peer, from ``seed`` on.
+        seed: Seed of the first episode.
+        progress: Show a progress bar per peer.
+
+    Returns:
+        The best peer and its evaluation.
+    """
+    n = int(env.action_space.n)  # type: ignore[attr-defined]
+    results = [evaluate(FixedPeerAgent(k), env, episodes, seed, progress, label=f"stay at {k}") for k in range(n)]
+
+    def rank(k: int) -> tuple[float, float, float, int]:
+        s = results[k].summary
+        return (-s["reached_goal"].mean, s["rounds"].mean, s["comm_cost"].mean, k)
+
+    best = min(range(n), key=rank)
+    return best, results[best]
+
+
+class PowerOfChoiceAgent:
+    """Loss-biased selection (Power-of-Choice, Cho, Wang & Joshi 2020): draw ``d`` online
+    peers uniformly without replacement and send the model to the one whose probe loss
+    under the current model is highest (the observation's ``probe_loss`` column).
+
+    Args:
+        d: Candidates per round, >= 1 (all online peers when ``d`` is larger).
+        seed: Seed of the agent's own RNG (the candidates' draws).
+
+    Raises:
+        ValueError: At ``act`` on an observation without ``probe_loss`` rows (``hl_pca``).
+    """
+
+    LOSS_COLUMN = 2  # hlgym.envs.observation.PEER_FEATURES.index("probe_loss")
+    observations = ("peer_features",)  # the observations it can act on
+
+    def __init__(self, d: int = 3, seed: int | None = 0) -> None:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"d={d!r} is not accepted; accepted: an integer >= 1")
+        self.d = d
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        """Nothing to forget: the RNG stream continues across episodes."""
+
+    def act(self, obs: Any, info: dict[str, Any]) -> int:
+        """The highest probe loss among ``d`` random online peers (ties: the first drawn)."""
+        rows = np.asarray(obs)
+        if rows.ndim != 2:
+            raise ValueError(
+                f"power_of_choice needs the peer_features observation (one row per peer); got shape {rows.shape}"
+            )
+        online = np.flatnonzero(info["action_mask"])
+        picks = self._rng.choice(online, size=min(self.d, online.size), replace=False)
+        return int(picks[int(np.argmax(rows[picks, self.LOSS_COLUMN]))])
+
+
 class LookaheadAgent:
     """A strong non-learned reference: before each round it plays every online peer on a
     copy of the environment (``copy.deepcopy``) and sends the model to the best.
@@ -139,4 +248,5 @@ BASELINES: dict[str, type] = {
     "random": RandomAgent,
     "round_robin": RoundRobinAgent,
     "greedy": GreedyNearestAgent,
+    "power_of_choice": PowerOfChoiceAgent,
 }
