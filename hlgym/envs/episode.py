@@ -95,13 +95,18 @@ class Episode:
         return components.prepare_data(config, data)
 
     def __getstate__(self) -> dict[str, Any]:
-        # The data set is shared and cached per process: reload it rather than pickle it.
+        # The data set is shared and cached per process: reload it rather than pickle it. The
+        # generator travels as its state: deepcopy of a torch.Generator (torch 2.13) drops a
+        # reference to None per call, fatal to a process that copies envs for hours (oracle).
         state = self.__dict__.copy()
         state.pop("data")
+        state["generator"] = self.generator.get_state()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        generator = torch.Generator()
+        generator.set_state(state.pop("generator"))
+        self.__dict__.update(state, generator=generator)
         self.data = self.load_data(self.config)
 
     def exposed(self, name: str) -> Any:
