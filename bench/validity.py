@@ -40,7 +40,7 @@ from hlgym.atomic import write_json_atomic
 from hlgym.envs import PRESETS
 from hlgym.envs.datasets import DataNotFoundError
 
-DIGITS = ("hlgym/PeerSelection-v0", "hlgym/DomainShift-v0", "hlgym/ModalityExperts-v0", "hlgym/TaskDistribution-v0")
+DIGITS = tuple(i for i in PRESETS if PRESETS[i].dataset == "digits")  # every id on the bundled data
 SEED = 10_000  # the held-out evaluation seeds of hlgym-train
 LIFTED = 1.0  # a goal no episode reaches: every episode runs its rounds
 

@@ -39,19 +39,20 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch
+from scipy import stats
 
 import hlgym
 from hlgym.agents import Agent, evaluate
 from hlgym.atomic import write_json_atomic
 from hlgym.envs.config import parse_pairs
-from hlgym.envs.registration import TASKS
+from hlgym.envs.registration import TASKS_V1
+from hlgym.records import CEILINGS
 from hlgym.runs import fresh_run_dir
 
 EPISODES = 20
 SEED = 10_000  # hlgym-train's held-out evaluation seeds
 REFERENCE_POLICIES = ("random", "round_robin", "greedy", "power_of_choice", "lookahead", "stay", "oracle")
 """What the shipped reference holds for every case (the oracle is a ceiling, not a competitor)."""
-CEILINGS = ("oracle",)
 FLOORS = {"rounds": 1.0, "comm_cost": 0.01}  # [rounds], [distance units]
 METRICS = tuple(FLOORS)
 REFERENCE = "bench_reference.json"
@@ -68,10 +69,10 @@ class Case(NamedTuple):
 SUITE: tuple[Case, ...] = (
     Case("PeerSelection-v0", "hlgym/PeerSelection-v0", {}),
     Case("DomainShift-v1", "hlgym/DomainShift-v1", {}),
-    Case("ModalityExperts-v0", "hlgym/ModalityExperts-v0", {}),
+    Case("ModalityExperts-v1", "hlgym/ModalityExperts-v1", {}),
     *(
-        Case(f"TaskDistribution-v0:{f['name']}", "hlgym/TaskDistribution-v0", {"tasks.split": f["name"]})
-        for f in TASKS["held_out"]
+        Case(f"TaskDistribution-v1:{f['name']}", "hlgym/TaskDistribution-v1", {"tasks.split": f["name"]})
+        for f in TASKS_V1["held_out"]
     ),
 )
 """The benchmark's cases (docs/benchmark.md says why the other ids are not among them)."""
@@ -114,6 +115,7 @@ def load_agent(spec: str, algo: str, kwargs: dict[str, Any]) -> tuple[str, Agent
         SystemExit: With one line naming AGENT and what is accepted.
     """
     path = Path(spec)
+    label = path.parent.name if path.stem == "model" and path.parent.name else path.stem  # the run folder's name
     if path.suffix in (".zip", ".pt") or path.is_file():
         if not path.is_file():
             raise SystemExit(f"AGENT {spec!r}: no such file; accepted: a saved model.zip / model.pt")
@@ -123,7 +125,7 @@ def load_agent(spec: str, algo: str, kwargs: dict[str, Any]) -> tuple[str, Agent
             if algo not in sb3.ALGORITHMS:
                 raise SystemExit(f"--algo {algo!r} is not accepted; accepted: {', '.join(sb3.ALGORITHMS)}")
             try:
-                return path.stem, sb3.SB3Agent(sb3.algorithm_class(algo).load(path, device="cpu"))
+                return label, sb3.SB3Agent(sb3.algorithm_class(algo).load(path, device="cpu"))
             except Exception as exc:  # a zip that is no SB3 model of algo
                 raise SystemExit(f"AGENT {spec!r}: not a saved {algo} model ({exc})") from exc
         from hlgym.agents.attention import PeerSetAgent
@@ -131,7 +133,7 @@ def load_agent(spec: str, algo: str, kwargs: dict[str, Any]) -> tuple[str, Agent
 
         for loader in (PeerSetAgent.load, HLDQNAgent.load):
             try:
-                return path.stem, loader(path)
+                return label, loader(path)
             except Exception:
                 continue
         raise SystemExit(f"AGENT {spec!r}: not a model hl_dqn or the RLlib backend saved")
@@ -249,6 +251,12 @@ def normalized(agent: Episodes, random: Episodes, oracle: Episodes) -> dict[str,
     return out
 
 
+def iqm(values: Sequence[float]) -> float:
+    """The interquartile mean (the mean of the middle half), robust to the seeds on which the
+    floor divides a large difference."""
+    return float(stats.trim_mean(np.asarray(values, dtype=np.float64), 0.25))
+
+
 def aggregate(scores: Scores, against: str) -> dict[str, Any] | None:
     """rliable's interquartile mean over cases and episodes (stratified bootstrap 95%
     intervals) per policy and metric, and the probability that ``against`` improves on each
@@ -325,10 +333,10 @@ def draw(scores: Scores, folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(10, 4), constrained_layout=True)
     width = 0.8 / len(scores)
     for k, (policy, per_case) in enumerate(scores.items()):
-        means = [float(np.mean(per_case[c]["rounds"])) for c in cases]
-        ax.bar(np.arange(len(cases)) + k * width, means, width, label=policy)
+        iqms = [iqm(per_case[c]["rounds"]) for c in cases]
+        ax.bar(np.arange(len(cases)) + k * width, iqms, width, label=policy)
     ax.set_xticks(np.arange(len(cases)) + 0.4 - width / 2, [c.replace(":", "\n") for c in cases], fontsize=7)
-    ax.set_ylabel("mean normalized rounds score (0 random, 1 oracle)")
+    ax.set_ylabel("normalized rounds score, IQM over episodes\n(0 random, 1 oracle)")
     ax.axhline(1, color="gray", lw=0.5)
     ax.legend(fontsize=7, ncol=4)
     paths.append(folder / "cases.png")
@@ -340,16 +348,16 @@ def draw(scores: Scores, folder: Path) -> list[Path]:
 def table(results: dict[str, Any], agent: str) -> str:
     """Per case the raw figures and scores of the agent and the references, then the aggregate."""
     lines: list[str] = []
-    head = f"{'case':34} {'policy':18} {'reached':>8} {'rounds':>7} {'comm':>7} {'rounds score':>13} {'comm score':>11}"
+    head = f"{'case':38} {'policy':18} {'reached':>8} {'rounds':>7} {'comm':>7} {'rounds IQM':>13} {'comm IQM':>11}"
     for case, per_policy in results["cases"].items():
         lines += ["", head, "-" * len(head)]
         for policy, entry in per_policy.items():
             eps = entry["episodes"]
             name = policy + (" (ceiling)" if policy in CEILINGS else "") + (" *" if policy == agent else "")
             lines.append(
-                f"{case:34} {name:18} {np.mean([e['reached_goal'] for e in eps]):8.0%} "
+                f"{case:38} {name:18} {np.mean([e['reached_goal'] for e in eps]):8.0%} "
                 f"{np.mean([e['rounds'] for e in eps]):7.2f} {np.mean([e['comm_cost'] for e in eps]):7.3f} "
-                f"{np.mean(entry['scores']['rounds']):13.3f} {np.mean(entry['scores']['comm_cost']):11.3f}"
+                f"{iqm(entry['scores']['rounds']):13.3f} {iqm(entry['scores']['comm_cost']):11.3f}"
             )
     agg = results.get("aggregate")
     if agg is None:

@@ -19,6 +19,8 @@ from scipy import stats
 METRICS = ("rounds", "comm_cost", "bytes_sent", "final_accuracy", "reached_goal", "return")
 """An episode's totals, as a training log's row and a results table name them."""
 SUMMARY_FIELDS = (*METRICS, "byzantine_visits")
+CEILINGS = ("oracle",)
+"""Policies that see the future (tables label them a ceiling, not a competitor)."""
 """What :func:`summarize` gives a mean and an interval of: :data:`METRICS` and the rounds
 trained at a byzantine peer (0 without byzantine peers)."""
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from hlgym.atomic import write_bytes_atomic, write_json_atomic
-from hlgym.records import METRICS, EpisodeOutcome, EpisodeRecord, Evaluation, Stat, summarize
+from hlgym.records import CEILINGS, METRICS, EpisodeOutcome, EpisodeRecord, Evaluation, Stat, summarize
 
 __all__ = [
     "EpisodeLog",
@@ -334,7 +334,7 @@ def _table(rows: Sequence[tuple[str, Mapping[str, Stat], str, str]], reference: 
     """The rows ``(policy, summary, change in rounds, change in comm)`` as aligned text;
     ``byzantine`` adds how often each policy trained the model at a byzantine peer."""
     header = (
-        f"{'policy':<14} {'rounds':>14} {'comm cost':>16} {'MB sent':>10} {'final acc':>15} {'reached':>8}"
+        f"{'policy':<16} {'rounds':>14} {'comm cost':>16} {'MB sent':>10} {'final acc':>15} {'reached':>8}"
         f" {'rounds vs ' + reference:>17} {'comm vs ' + reference:>15}"
     )
     if byzantine:
@@ -342,7 +342,7 @@ def _table(rows: Sequence[tuple[str, Mapping[str, Stat], str, str]], reference: 
     lines = [header, "-" * len(header)]
     for name, s, change_r, change_c in rows:
         line = (
-            f"{name:<14} {_mean_ci(s['rounds'], 7, 5, 2)} "
+            f"{name:<16} {_mean_ci(s['rounds'], 7, 5, 2)} "
             f"{_mean_ci(s['comm_cost'], 8, 6, 3)} "
             f"{s['bytes_sent'].mean / 1e6:>10.2f} "
             f"{_mean_ci(s['final_accuracy'], 7, 6, 4)} "
@@ -351,6 +351,9 @@ def _table(rows: Sequence[tuple[str, Mapping[str, Stat], str, str]], reference: 
         if byzantine:
             line += f" {_mean_ci(s['byzantine_visits'], 7, 5, 2)}"
         lines.append(line)
+    lines += [
+        f"{name}: a search that sees the future, a ceiling (not a competitor)" for name, *_ in rows if name in CEILINGS
+    ]
     return "\n".join(lines)
 
 

@@ -335,8 +335,6 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             f"--eval-seed {args.eval_seed} is not accepted: evaluation seeds {min(eval_seeds)}..{max(eval_seeds)} "
             f"overlap the training seeds {min(train_seeds)}..{max(train_seeds)}; accepted: seeds outside them"
         )
-    if args.policy == "attention" and config.observation != "peer_features":
-        raise SystemExit("--policy attention is not accepted with observation='hl_pca'; accepted: peer_features")
     if args.evaluate_model is not None:
         if trainer.load is None:
             raise SystemExit(f"--evaluate-model needs a trained --algo; accepted: {', '.join(TRAINED_ALGOS)}")
@@ -370,13 +368,15 @@ def trainer_for(args: Args) -> Trainer:
 
 
 def _check_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) -> None:
-    """An SB3 or sb3-contrib algorithm: the policy must suit it."""
+    """An SB3 or sb3-contrib algorithm: the policy must suit it and the observation."""
     if args.evaluate_model is None:
         assert args.policy is not None
         try:
             sb3.policy_for(args.algo, args.policy)
         except ValueError as exc:
             raise SystemExit(f"--policy: {exc}") from exc
+    if args.policy == "attention" and config.observation != "peer_features":
+        raise SystemExit("--policy attention is not accepted with observation='hl_pca'; accepted: peer_features")
 
 
 def _check_nothing(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) -> None:

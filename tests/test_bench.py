@@ -113,8 +113,8 @@ def test_a_saved_model_that_does_not_fit_a_case_is_refused_before_anything_is_wr
     model.save(tmp_path / "model.zip")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as err:
-        bench.main([str(tmp_path / "model.zip"), "--ids", "TaskDistribution-v0:hl_skew_20"])
-    assert "cannot play TaskDistribution-v0:hl_skew_20: the model takes observations (10, 8)" in str(err.value)
+        bench.main([str(tmp_path / "model.zip"), "--ids", "TaskDistribution-v1:hl_skew_20"])
+    assert "cannot play TaskDistribution-v1:hl_skew_20: the model takes observations (10, 8)" in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.zip"]
 
 

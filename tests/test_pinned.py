@@ -71,6 +71,8 @@ CASES.update(
             {**SHORT, "byzantine_peers": 3, "byzantine_mode": "label_flip", "transfer": "distill"},
         ),
         "task-distribution": ("hlgym/TaskDistribution-v0", SHORT),
+        # Pinned when the id was registered (issue 23).
+        "domain-shift-v1": ("hlgym/DomainShift-v1", SHORT),
     }
 )
 # Ids with no batched vector env (their copies differ in size): the single env is pinned.

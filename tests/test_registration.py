@@ -25,7 +25,7 @@ def test_spec_survives_json_and_makes_the_same_config(env_id: str) -> None:
     overrides = tiny_overrides(env_id)
     a = gym.make(restored, **overrides).unwrapped
     b = gym.make(env_id, **overrides).unwrapped
-    kind = TaskDistributionEnv if env_id == "hlgym/TaskDistribution-v0" else PeerSelectionEnv
+    kind = TaskDistributionEnv if PRESETS[env_id].tasks is not None else PeerSelectionEnv
     assert isinstance(a, kind) and isinstance(b, kind)
     assert a.config == b.config == PRESETS[env_id].replace(**overrides)
 

@@ -41,8 +41,8 @@ class OracleAgent:
 
     Args:
         env: The environment it plays in (wrapped or not); given later with :meth:`bind`.
-        width: Beams kept per round, >= 1 (4: about 10 s an episode of
-            ``hlgym/PeerSelection-v0`` on 2 cores).
+        width: Beams kept per round, >= 1 (4: 5 s an episode of ``hlgym/PeerSelection-v0``,
+            9-14 s on a 20-peer task, single-threaded on a 2-core AMD EPYC; docs/benchmark.md).
     """
 
     def __init__(self, env: gym.Env[Any, Any] | None = None, width: int = 4) -> None:

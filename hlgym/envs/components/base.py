@@ -10,7 +10,8 @@ then holds one instance of each and calls their hooks at fixed points:
 ========================  ===================================================================
 hook                      when (``RoundRunner``'s order; every component in the registry order)
 ========================  ===================================================================
-``validate`` (class)      at config construction, for every built-in (active or not)
+``validate`` (class)      at config construction, for an active plug-in (a built-in's fields
+                          are checked by its module's ``validate``, active or not)
 ``prepare_data`` (class)  once per process and setting, on the shared data
 ``pool_request`` (class)  at env construction: the unassigned samples it draws from
 ``begin``                 at reset, after the core's draws (seed, partition, probes' rows,
