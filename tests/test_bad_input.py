@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,17 @@ def test_action_outside_the_space(action: object) -> None:
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"action=.* is not accepted; accepted: an integer peer index in \[0, 9\]"):
         env.step(action)
+
+
+def test_numpy_scalars_are_accepted_as_values_and_held_as_python_ones() -> None:
+    # A parameter sweep's values (np.arange, np.linspace): accepted, held as Python scalars.
+    sweep: dict[str, Any] = {"n_peers": np.int64(5), "goal": np.float32(0.8), "lr": np.float64(0.01)}
+    cfg = PeerSelectionConfig(**sweep, first_round_at_start=np.bool_(False))  # type: ignore[arg-type]
+    assert type(cfg.n_peers) is int and type(cfg.goal) is float and cfg.goal == pytest.approx(0.8)
+    assert json.loads(json.dumps(cfg.to_dict()))["n_peers"] == 5
+    refused: dict[str, Any] = {"n_peers": np.bool_(True)}  # not a bool as an integer
+    with pytest.raises(ValueError, match="n_peers=True is not accepted; accepted: an integer >= 2"):
+        PeerSelectionConfig(**refused)
 
 
 def test_numpy_integer_actions_are_accepted() -> None:

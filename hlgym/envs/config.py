@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 
 from hlgym.envs import components, observation
@@ -58,6 +59,10 @@ class PeerSelectionConfig(ComponentFields):
     """Torch device of data and models, e.g. ``"cpu"`` or ``"cuda"``."""
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # NumPy scalars (a parameter sweep's values) held as Python's: plain JSON
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic):
+                object.__setattr__(self, f.name, value.item())
         if not isinstance(self.topology, str):
             object.__setattr__(self, "topology", _as_matrix(self.topology, self.n_peers))
         for f in fields(self):  # JSON gives lists; the config holds tuples (hashable)
