@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -194,6 +195,22 @@ def test_hl_dqn_save_load_round_trip(tmp_path: Path) -> None:
     )
     # Continuing both gives the same fit: the RNG states travelled too.
     assert agent.fit() == clone.fit()
+
+
+class _RunsCode:
+    """Unpickling it would call a function: what a checkpoint from a stranger could do."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (print, ("this ran while loading",))
+
+
+def test_hl_dqn_loads_weights_only(tmp_path: Path) -> None:
+    agent = HLDQNAgent(obs_dim=20, n_actions=10, seed=1, minibatch=8)
+    agent.save(tmp_path / "a.pt")
+    torch.load(tmp_path / "a.pt", weights_only=True)  # tensors and plain values only
+    torch.save({"hparams": _RunsCode()}, tmp_path / "stranger.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        HLDQNAgent.load(tmp_path / "stranger.pt")
 
 
 @pytest.mark.parametrize("algo", ["ppo", "hl_dqn"])

@@ -16,6 +16,7 @@ import copy
 import io
 import math
 import os
+import pickle
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -232,12 +233,22 @@ class HLDQNAgent:
     # ------------------------------------------------------------------ persistence
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training exactly: weights, optimizer, replay, RNGs."""
+        """Everything needed to continue training exactly: weights, optimizer, replay, RNGs.
+        Tensors and plain Python values only, so :meth:`load` reads it with
+        ``torch.load(weights_only=True)`` (a checkpoint from someone else runs no code)."""
+        replay = list(self.replay)
+        dim = self.hparams["obs_dim"]
         return {
-            "hparams": self.hparams,
+            "hparams": {**self.hparams, "hidden": list(self.hparams["hidden"])},
             "q": self.q.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "replay": list(self.replay),
+            "replay": {
+                "obs": torch.from_numpy(np.stack([t[0] for t in replay])) if replay else torch.zeros(0, dim),
+                "action": torch.tensor([t[1] for t in replay], dtype=torch.int64),
+                "reward": torch.tensor([t[2] for t in replay], dtype=torch.float64),
+                "next_obs": torch.from_numpy(np.stack([t[3] for t in replay])) if replay else torch.zeros(0, dim),
+                "done": torch.tensor([t[4] for t in replay], dtype=torch.bool),
+            },
             "epsilon": self.epsilon,
             "episodes": self.episodes,
             "timesteps": self.timesteps,
@@ -258,11 +269,21 @@ class HLDQNAgent:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> HLDQNAgent:
         """Read an agent written by :meth:`save`."""
-        state = torch.load(path, weights_only=False)
+        try:
+            state = torch.load(path, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise pickle.UnpicklingError(
+                f"{path}: not an hl_dqn checkpoint of tensors and plain values (older hl_dqn checkpoints held numpy "
+                f"objects; weights_only loading refuses anything that could run code): {exc}"
+            ) from exc
         agent = cls(**state["hparams"])
         agent.q.load_state_dict(state["q"])
         agent.optimizer.load_state_dict(state["optimizer"])
-        agent.replay.extend(state["replay"])
+        r = state["replay"]
+        agent.replay.extend(
+            (obs.numpy().copy(), int(a), float(w), nxt.numpy().copy(), bool(d))
+            for obs, a, w, nxt, d in zip(r["obs"], r["action"], r["reward"], r["next_obs"], r["done"], strict=True)
+        )
         agent.epsilon = state["epsilon"]
         agent.episodes = state["episodes"]
         agent.timesteps = state["timesteps"]
