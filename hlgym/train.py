@@ -741,7 +741,9 @@ def run_one(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
         results,
         families,
     )
-    print(f"\n{args.env}: {args.eval_episodes} held-out episodes per policy (seeds {args.eval_seed}..)")
+    split = f" (tasks of the {config.tasks.split} split)" if config.tasks is not None else ""
+    kwargs = f", --env-kwargs {' '.join(args.env_kwargs)}" if args.env_kwargs else ""
+    print(f"\n{args.env}{kwargs}: {args.eval_episodes} held-out episodes per policy{split} (seeds {args.eval_seed}..)")
     print(format_table(results))
     for name, evaluations in families.items():
         print(f"\nheld-out family {name}: {args.eval_episodes} episodes per policy (seeds {args.eval_seed}..)")
