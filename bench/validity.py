@@ -2,7 +2,7 @@
 
     python bench/validity.py                                  # every digits id, 20 episodes
     python bench/validity.py --ids hlgym/DomainShift-v0 --episodes 10
-    python bench/validity.py --goals hlgym/DomainShift-v1     # the goals that would pass
+    python bench/validity.py --ids hlgym/DomainShift-v1 --goals   # and the goals that would pass
 
 An id is valid (docs/benchmark.md) when, on ``--episodes`` held-out episodes (seeds 10000..):
 a random route reaches the goal in 20-60% of them; the best fixed peer (every peer tried as
