@@ -6,7 +6,7 @@ The logic lives in :mod:`hlgym.train`; this file keeps the command at the top of
 repository, where the README's first command runs it.
 """
 
-from hlgym.train import cli
+from hlgym.cli import train
 
 if __name__ == "__main__":
-    cli()
+    train()

@@ -14,7 +14,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from scipy import stats
 
 METRICS = ("rounds", "comm_cost", "bytes_sent", "final_accuracy", "reached_goal", "return")
 """An episode's totals, as a training log's row and a results table name them."""
@@ -48,6 +47,10 @@ class EpisodeRecord:
         byzantine: The episode's byzantine peers (``byzantine_peers``; empty if none).
         byzantine_visits: Rounds in which the model trained at a byzantine peer.
         peer_domains: Each peer's domain (``domain_shift``; empty if none).
+        goal: The accuracy that ends the episode (the task's on a task distribution; None
+            in records of hlgym < 0.3).
+        domain_shift: The transform whose level ``peer_domains`` hold (``"rotate"``
+            [degrees], ``"noise"`` [std], ...; empty if none).
         peer_modalities: The view each peer holds (``modality_split``; empty if none).
     """
 
@@ -67,6 +70,8 @@ class EpisodeRecord:
     byzantine: list[int] = field(default_factory=list)
     byzantine_visits: int = 0
     peer_domains: list[float] = field(default_factory=list)
+    goal: float | None = None
+    domain_shift: str = ""
     peer_modalities: list[int] = field(default_factory=list)
 
     @property
@@ -163,6 +168,9 @@ class EpisodeRecorder:
         byzantine = getattr(base, "byzantine", None)
         domains = getattr(base, "peer_domains", None)
         modalities = getattr(base, "peer_modalities", None)
+        config = getattr(base, "config", None)
+        shift = getattr(config, "domain_shift", None)
+        goal = info.get("goal", getattr(config, "goal", None))  # a task distribution's info holds the task's
         self.record = EpisodeRecord(
             seed=seed,
             route=[int(info["holder"])],
@@ -173,6 +181,8 @@ class EpisodeRecorder:
             main_classes=[] if main_classes is None else [int(c) for c in main_classes],
             byzantine=[] if byzantine is None else [int(p) for p in np.flatnonzero(byzantine)],
             peer_domains=[] if domains is None else [float(d) for d in domains],
+            goal=None if goal is None else float(goal),
+            domain_shift=str(shift) if shift and domains is not None else "",
             peer_modalities=[] if modalities is None else [int(m) for m in modalities],
         )
         self._bytes = int(info["bytes_sent"])
@@ -214,6 +224,8 @@ class Stat:
         a = np.asarray(values, dtype=np.float64)
         if a.size < 2:
             return cls(float(a.mean()) if a.size else float("nan"), 0.0, int(a.size))
+        from scipy import stats  # here: scipy.stats takes 0.3 s to import, and most imports of hlgym need none
+
         half = float(stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / np.sqrt(a.size))
         return cls(float(a.mean()), half, int(a.size))
 

@@ -83,6 +83,24 @@ class RunFolder:
         """Whether a run was started here (its ``config.json`` exists)."""
         return self.config_file.is_file()
 
+    def holds_work(self) -> bool:
+        """Whether the folder holds anything a run could continue from or report: a
+        checkpoint (SB3's manifest, hl_dqn's, an RLlib folder), a final model, results or a
+        seed's run."""
+        checkpoints = self.checkpoints.is_dir() and any(self.checkpoints.iterdir())
+        models = any((self.path / name).is_file() for name in ("model.zip", "model.pt"))
+        seeds = any(self.path.glob("seed_*"))
+        return checkpoints or models or seeds or self.results_file.is_file()
+
+    def discard_unstarted(self) -> bool:
+        """Remove the folder of a run that failed before it held any work (see
+        :meth:`holds_work`: config.json, an empty log and TensorBoard's first file are all
+        it has); returns whether it was removed. A folder with work is kept for --resume."""
+        if not self.path.is_dir() or self.holds_work():
+            return False
+        shutil.rmtree(self.path)
+        return True
+
     # ------------------------------------------------------------------ config.json
 
     def write_config(self, config: Mapping[str, Any]) -> None:

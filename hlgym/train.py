@@ -1,24 +1,15 @@
-"""Train a meta-policy on an hlgym environment, evaluate it against the baselines, write a run folder.
+"""``hlgym-train``: train a meta-policy on an hlgym environment, evaluate it against the
+baselines on held-out episodes, write a run folder (:mod:`hlgym.runs`).
 
-    hlgym-train                                   # the default algorithm on the default env
-    hlgym-train --algo hl_dqn --env hlgym/HL-FashionMNIST-v0
-    hlgym-train --algo maskable_ppo --env-kwargs offline_prob=0.2 --timesteps 20000
-    hlgym-train --algo greedy --eval-episodes 50  # a built-in: evaluation only
-    hlgym-train --algo mypkg.agents:UCBAgent      # a plug-in Agent class
-    hlgym-train --out runs/x --resume             # continue a killed run
-    hlgym-train --seeds 0 1 2 3 4                 # one run per seed, summarised over the seeds
-    hlgym-train --backend rllib --num-env-runners 2   # PPO on Ray RLlib (the ray extra)
-
-(``python train_meta.py`` in a checkout is the same command.) The run folder holds
-config.json (the resolved arguments, hyperparameters and env config), model.zip (or model.pt
-for hl_dqn), checkpoints/, episodes.csv and monitor.csv (one row per training episode), tb/
-(TensorBoard) and results.json: the trained policy and every built-in baseline on the same
-held-out seeds, with means and 95% confidence intervals (see hlgym.runs).
+The command line (:class:`~hlgym.options.Args`, its usage and the console script's entry)
+is :mod:`hlgym.options`, which imports no trainer, so ``--help`` and a refused option come
+back fast; this module resolves and checks the options, picks the backend
+(:data:`TRAINERS`) and runs it.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -26,10 +17,8 @@ import math
 import os
 import sys
 import time
-import types
-import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,6 +35,16 @@ from hlgym.agents.hl_dqn import HLDQNAgent
 from hlgym.agents.oracle import OracleAgent
 from hlgym.envs import PRESETS, PeerSelectionConfig
 from hlgym.envs.config import parse_overrides, parse_pairs
+from hlgym.envs.datasets import DataNotFoundError
+from hlgym.options import (
+    BACKENDS,
+    DEFAULT_N_ENVS,
+    DEFAULT_POLICY,
+    DEFAULT_TIMESTEPS,
+    Args,
+    given_options,
+    parse_args,
+)
 from hlgym.runs import RunFolder, across_seeds, format_seeds_table, format_table, fresh_run_dir
 
 TRAINED_ALGOS = (*sb3.ALGORITHMS, "hl_dqn")
@@ -53,187 +52,11 @@ SEEDED = ("random", "power_of_choice")  # the baselines that draw, from --seed
 # Built-in agents outside every run's table: they search copies of the env (lookahead,
 # oracle: n_peers or width * n_peers env steps per step) or evaluate every peer (stay).
 SEARCHERS: dict[str, type] = {"lookahead": LookaheadAgent, "oracle": OracleAgent, "stay": StayAgent}
-BACKENDS = ("sb3", "rllib")
-# What a training uses when hyperparams/<algo>.yml has no entry for the env id.
-DEFAULT_TIMESTEPS = 20_000
-DEFAULT_N_ENVS = 1
-DEFAULT_POLICY = "mlp"
 # Keys of a hyperparameter entry that set options; the others go to the algorithm.
 OPTION_KEYS = {"n_timesteps": "timesteps", "n_envs": "n_envs", "policy": "policy"}
 # The shipped files are rl-zoo3's format (python -m rl_zoo3.train --conf-file reads them): a
 # policy is an SB3 alias or an importable class; --policy names them mlp and attention.
 YAML_POLICIES = {"MlpPolicy": "mlp", "MlpLstmPolicy": "mlp", "hlgym.agents.attention.PeerAttentionPolicy": "attention"}
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": " ".join(text.split())}
-
-
-@dataclass
-class Args:
-    """Command-line arguments: each field is one ``--option``, parsed by its type hint."""
-
-    algo: str = field(
-        default="ppo",
-        metadata=_help(
-            """Policy: dqn, ppo, a2c (SB3); maskable_ppo, recurrent_ppo (sb3-contrib); hl_dqn (the
-            reference's DQN); random, round_robin, greedy, power_of_choice (built-in, no
-            training; every run's table has them); lookahead (tries every peer on a copy of the
-            env, n_peers env steps per step), oracle (a beam search over copies that sees the
-            future: a ceiling; width*n_peers env steps per step), stay (the best fixed peer of
-            the evaluation episodes; n_peers evaluations); or 'module:Class' for a plug-in
-            agent built with --agent-kwargs."""
-        ),
-    )
-    env: str = field(default="hlgym/PeerSelection-v0", metadata=_help("Registered environment id."))
-    env_kwargs: list[str] = field(
-        default_factory=list,
-        metadata={
-            **_help("Overrides of the environment config, as key=value (values read as JSON)."),
-            "metavar": "KEY=VALUE",
-        },
-    )
-    agent_kwargs: list[str] = field(
-        default_factory=list,
-        metadata={
-            **_help(
-                """Keyword arguments of a built-in or plug-in agent, as key=value (values read as
-                JSON), e.g. --algo lookahead --agent-kwargs horizon=2 by=accuracy."""
-            ),
-            "metavar": "KEY=VALUE",
-        },
-    )
-    policy: str | None = field(
-        default=None,
-        metadata=_help(
-            """SB3 policy: mlp or attention (per-peer self-attention; ppo and a2c). Default: from
-            hyperparams/<algo>.yml, else mlp."""
-        ),
-    )
-    timesteps: int | None = field(
-        default=None, metadata=_help(f"Training steps. Default: from hyperparams/<algo>.yml, else {DEFAULT_TIMESTEPS}.")
-    )
-    n_envs: int | None = field(
-        default=None,
-        metadata=_help(f"Parallel training environments. Default: from hyperparams/<algo>.yml, else {DEFAULT_N_ENVS}."),
-    )
-    seed: int = field(default=0, metadata=_help("Seed of training (environments seed, seed+1, ...) and of the policy."))
-    seeds: list[int] = field(
-        default_factory=list,
-        metadata={
-            **_help(
-                """Train one run per seed (instead of --seed), each in OUT/seed_<k>/ and resumable, all
-                evaluated on the same held-out episodes; OUT/results.json holds the mean over the
-                seeds and its 95%% interval for every policy and metric (default OUT:
-                runs/<env>_<algo>_seeds_<first>-<last>)."""
-            ),
-            "metavar": "SEED",
-        },
-    )
-    eval_episodes: int = field(default=20, metadata=_help("Held-out episodes per policy in the final evaluation."))
-    eval_seed: int = field(
-        default=10_000,
-        metadata=_help(
-            """Seed of the first evaluation episode (eval_seed, eval_seed+1, ...); must not overlap
-            the training seeds."""
-        ),
-    )
-    out: str | None = field(
-        default=None,
-        metadata=_help(
-            """Run folder; default runs/<env>_<algo>_<seed> (runs/<env>_<algo>_eval_<seed> with
-            --evaluate-model), with _2, _3... appended when it exists."""
-        ),
-    )
-    resume: bool = field(
-        default=False,
-        metadata=_help(
-            """Continue the run in --out from its last checkpoint with its saved arguments; a
-            --timesteps given with it sets a new training budget (e.g. to extend a finished run)."""
-        ),
-    )
-    evaluate_model: str | None = field(
-        default=None,
-        metadata=_help(
-            """Skip training: evaluate this saved model (model.zip of an SB3 --algo, or model.pt of
-            hl_dqn), e.g. on another --env-kwargs n_peers=..."""
-        ),
-    )
-    checkpoint_every: int = field(default=2000, metadata=_help("Training steps between checkpoints."))
-    backend: str = field(
-        default="sb3",
-        metadata=_help(
-            """Training engine: sb3 (this process, the batched env), or rllib (Ray RLlib's PPO with
-            the attention policy; env runners on this machine or a cluster; needs the ray extra:
-            pip install -c constraints-ray.txt -e '.[ray]'). The run folder, evaluation and
-            results.json are the same."""
-        ),
-    )
-    num_env_runners: int = field(
-        default=2,
-        metadata=_help(
-            """--backend rllib: Ray env runners (processes with one env and one CPU each); 0
-            samples on the driver. --n-envs still sets the batch: n_steps * n_envs steps per update."""
-        ),
-    )
-    ray_address: str | None = field(
-        default=None,
-        metadata=_help(
-            """--backend rllib: a running Ray cluster to join (auto: the one this machine is part
-            of, after ray start); default: start a local Ray with this machine's cores."""
-        ),
-    )
-    device: str = field(default="auto", metadata=_help("Torch device of the meta-policy: auto, cpu or cuda."))
-    progress: bool = field(default=True, metadata=_help("Show progress bars."))
-
-
-def _option_type(hint: Any) -> tuple[type, bool]:
-    """The element type an option's values parse as, and whether it takes several values."""
-    origin, params = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        inner = [p for p in params if p is not type(None)]
-        if len(inner) != 1:
-            raise TypeError(f"option type {hint} is not supported: one type or None")
-        return _option_type(inner[0])
-    if origin is list:
-        return params[0], True
-    if isinstance(hint, type):
-        return hint, False
-    raise TypeError(f"option type {hint} is not supported")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of :class:`Args`: one ``--option`` per field, typed by its type hint."""
-    parser = argparse.ArgumentParser(
-        prog="hlgym-train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=(
-            "The default run (ppo on hlgym/PeerSelection-v0, 50,000 steps) takes about 2.5-3.5 minutes\n"
-            "on 2 cores. A step of the HL presets (a CNN evaluated on 10,000 test images) takes about\n"
-            "0.45 s there, so their shipped budgets (2,000 steps; hl_dqn 4,320) take about 15 and 35\n"
-            "minutes; --env-kwargs eval_samples=2000 makes their steps about 3 times faster."
-        ),
-    )
-    hints = typing.get_type_hints(Args)
-    for f in dataclasses.fields(Args):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        kind, many = _option_type(hints[f.name])
-        text = f.metadata["help"]
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
-        elif many:
-            metavar = f.metadata.get("metavar", "VALUE")
-            parser.add_argument(flag, nargs="*", type=kind, default=default, metavar=metavar, help=text)
-        else:
-            parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default})")
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> Args:
-    """Map the command line onto :class:`Args`; ``--help`` shows every field's help."""
-    return Args(**vars(build_parser().parse_args(argv)))
 
 
 def make_agent(algo: str, seed: int, kwargs: dict[str, Any] | None = None) -> Agent:
@@ -296,14 +119,24 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
     if args.algo in TRAINED_ALGOS:
         entry = load_hyperparams(args.algo, args.env)
         if entry is None and args.evaluate_model is None:
+            defaults = [
+                f"{name} {value}"
+                for name, value in (
+                    ("timesteps", DEFAULT_TIMESTEPS),
+                    ("n_envs", DEFAULT_N_ENVS),
+                    ("policy", DEFAULT_POLICY),
+                )
+                if getattr(args, name) is None
+            ]
             print(
-                f"hyperparams/{args.algo}.yml has no entry for {args.env}: using the defaults (timesteps "
-                f"{DEFAULT_TIMESTEPS}, n_envs {DEFAULT_N_ENVS}, policy {DEFAULT_POLICY}, the algorithm's own settings)"
+                f"hyperparams/{args.algo}.yml has no entry for {args.env}: using the defaults "
+                f"({', '.join([*defaults, 'the algorithm' + chr(39) + 's own settings'])})"
             )
         hp = entry or {}
     options = {opt: hp.pop(key) for key, opt in OPTION_KEYS.items() if key in hp}
     if "policy" in options:
         options["policy"] = YAML_POLICIES.get(options["policy"], options["policy"])
+    given = {name for name in ("timesteps", "n_envs") if getattr(args, name) is not None}
     args = dataclasses.replace(
         args,
         timesteps=args.timesteps if args.timesteps is not None else int(options.get("timesteps", DEFAULT_TIMESTEPS)),
@@ -313,8 +146,11 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
         else str(options.get("policy", "attention" if args.backend == "rllib" else DEFAULT_POLICY)),
     )
     assert args.timesteps is not None and args.n_envs is not None and args.policy is not None
-    if args.timesteps < 1 or args.n_envs < 1:
-        raise SystemExit(f"--timesteps {args.timesteps} / --n-envs {args.n_envs}: accepted: integers >= 1")
+    for name in ("timesteps", "n_envs"):
+        value = getattr(args, name)
+        if value < 1:
+            where = "" if name in given else f" (from hyperparams/{args.algo}.yml for {args.env})"
+            raise SystemExit(f"--{name.replace('_', '-')} {value}{where} is not accepted; accepted: an integer >= 1")
     if len(set(args.seeds)) != len(args.seeds):
         raise SystemExit(
             f"--seeds {' '.join(map(str, args.seeds))} is not accepted: a seed repeats; accepted: distinct seeds"
@@ -345,8 +181,45 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             f"--agent-kwargs is not accepted with --algo {args.algo}: a trained algorithm's settings come from "
             f"hyperparams/{args.algo}.yml; accepted with built-in and plug-in agents"
         )
+    check_device(args.device)
     trainer.check(args, config, hp)
+    check_env(args.env, config)
     return args, config, hp
+
+
+def check_device(device: str) -> None:
+    """``--device``: auto, or a torch device this machine has (SB3 would raise a
+    traceback at the model's construction, after the run folder exists)."""
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise SystemExit(f"--device {device!r} is not accepted; accepted: auto, cpu, cuda, cuda:N (or mps)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            f"--device {device} is not accepted: torch {torch.__version__} sees no CUDA device on this machine; "
+            "accepted: auto or cpu"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit(f"--device {device} is not accepted: this machine has no MPS device; accepted: auto or cpu")
+
+
+def check_env(env_id: str, config: PeerSelectionConfig) -> None:
+    """Build the env once, so that what only the data can tell (data that is not on disk, a
+    split that asks for more samples than the data set has, a device the data cannot move
+    to: the env checks them at construction) fails as one line before the run folder exists."""
+    try:
+        gym.make(env_id, config=config).close()
+    except DataNotFoundError as exc:
+        raise SystemExit(f"--env {env_id}: {exc}") from None
+    except (ValueError, TypeError, RuntimeError) as exc:
+        kwargs = " with --env-kwargs" if config != PRESETS[env_id] else ""
+        raise SystemExit(f"--env {env_id}{kwargs}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -583,16 +456,35 @@ def default_run_dir(args: Args) -> str:
     return f"{base}{kind}_{args.seed}"
 
 
-def _resumed_args(args: Args) -> tuple[Args, RunFolder, dict[str, Any]]:
-    """The saved arguments of the run ``--resume`` continues, with this call's budget."""
+# What --resume takes from its own command line; every other option is the saved run's.
+RESUME_HONOURS = ("timesteps", "device", "progress")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value)) if value else "(none)"
+    return "(none)" if value is None else str(value)
+
+
+def _resumed_args(args: Args, given: set[str]) -> tuple[Args, RunFolder, dict[str, Any]]:
+    """The saved arguments of the run ``--resume`` continues, with the options of
+    :data:`RESUME_HONOURS` this command line ``given``; another given option that differs
+    from the saved one is refused (the run could not honour it halfway)."""
     if args.out is None or not RunFolder(args.out).has_run():
         raise SystemExit(f"--resume needs --out pointing at a run folder with config.json, got {args.out!r}")
     run = RunFolder(args.out)
     saved = run.read_config()
-    timesteps = saved["args"]["timesteps"] if args.timesteps is None else args.timesteps
-    resumed = dataclasses.replace(
-        Args(**saved["args"]), resume=True, progress=args.progress, out=args.out, timesteps=timesteps
-    )
+    base = Args(**saved["args"])
+    for name in sorted(given - {"resume", "out", *RESUME_HONOURS}):
+        if getattr(args, name) != getattr(base, name):
+            flag = "--" + name.replace("_", "-")
+            raise SystemExit(
+                f"{flag} {_shown(getattr(args, name))} is not accepted with --resume: {run.path} continues with "
+                f"its saved {flag} {_shown(getattr(base, name))}; accepted with --resume: --timesteps, --device, "
+                "--progress (start a new run for other options)"
+            )
+    honoured = {name: getattr(args, name) for name in RESUME_HONOURS if name in given and name != "progress"}
+    resumed = dataclasses.replace(base, resume=True, progress=args.progress, out=args.out, **honoured)
     return resumed, run, saved
 
 
@@ -604,22 +496,33 @@ def main(argv: list[str] | None = None) -> dict[str, Evaluation]:
     """Run the command line; returns the evaluations by policy name (with ``--seeds``, the
     last seed's; the across-seed summary is in the run folder's ``results.json``)."""
     args = parse_args(argv)
+    given = given_options(argv)
+    if {"seed", "seeds"} <= given and args.seeds:
+        raise SystemExit(
+            f"--seed {args.seed} with --seeds {_shown(args.seeds)} is not accepted: --seeds sets every run's "
+            "seed; accepted: one of them"
+        )
     resumed: Resumed | None = None
     if args.resume:
-        args, run, saved = _resumed_args(args)
+        args, run, saved = _resumed_args(args, given)
         resumed = (run, saved)
     return run_seeds(args, resumed) if args.seeds else run_one(args, resumed)
 
 
 def _open_run(args: Args, resumed: Resumed | None, config: dict[str, Any], what: str = "") -> RunFolder:
     """The run's folder: the resumed one, whose config.json records a new ``--timesteps``
-    budget (validated by resolve) so that a later --resume keeps it; or a fresh one, refused
-    if it holds a run, with ``config`` written first."""
+    budget or ``--device`` (validated by resolve) so that a later --resume keeps them; or a
+    fresh one, refused if it holds a run, with ``config`` written first."""
     if resumed is not None:
         run, saved = resumed
-        if args.timesteps != saved["args"]["timesteps"]:
-            print(f"resume: training budget {saved['args']['timesteps']} -> {args.timesteps} steps{what}")
-            saved["args"]["timesteps"] = args.timesteps
+        changes = [
+            f"{label} {saved['args'][name]} -> {getattr(args, name)}{unit}"
+            for name, label, unit in (("timesteps", "training budget", " steps"), ("device", "device", ""))
+            if getattr(args, name) != saved["args"][name]
+        ]
+        if changes:
+            print(f"resume: {', '.join(changes)}{what}")
+            saved["args"].update(timesteps=args.timesteps, device=args.device)
             run.write_config(saved)
         return run
     run = RunFolder(args.out or fresh_run_dir(default_run_dir(args)))
@@ -644,6 +547,25 @@ def run_seeds(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
         {"hlgym_version": hlgym.__version__, "args": dataclasses.asdict(args)},
         " (one run per seed in seed_<k>/)" if resumed is None else " for every seed",
     )
+    with _removed_on_failure(run, fresh=resumed is None):
+        return _run_each_seed(args, config, run)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(run: RunFolder, fresh: bool) -> Iterator[None]:
+    """A fresh run's folder is removed when the run fails (an exception, Ctrl-C) before it
+    holds any work (:meth:`~hlgym.runs.RunFolder.discard_unstarted`), so the next run gets
+    the same name and ``load_run`` never finds a dead folder; one with a checkpoint stays
+    for --resume."""
+    try:
+        yield
+    except BaseException:
+        if fresh and run.discard_unstarted():
+            print(f"removed {run.path}: the run failed before it saved anything to resume", file=sys.stderr)
+        raise
+
+
+def _run_each_seed(args: Args, config: PeerSelectionConfig, run: RunFolder) -> dict[str, Evaluation]:
     per_seed: dict[int, dict[str, Evaluation]] = {}
     for k, seed in enumerate(args.seeds):
         sub = run.seed_run(seed)
@@ -653,7 +575,7 @@ def run_seeds(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
             per_seed[seed] = sub.read_evaluations()
             print("finished earlier: read its results.json")
         elif sub.has_run():
-            one, _, saved = _resumed_args(one)
+            one, _, saved = _resumed_args(one, {"timesteps", "device"})
             per_seed[seed] = run_one(one, (sub, saved))
         else:
             per_seed[seed] = run_one(one, None)
@@ -704,7 +626,13 @@ def run_one(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
     args, config, hp = resolve(args)
     body = {"hlgym_version": hlgym.__version__, "args": dataclasses.asdict(args), "hyperparams": hp}
     run = _open_run(args, resumed, {**body, "env_config": config.to_dict()})
+    with _removed_on_failure(run, fresh=resumed is None):
+        return _train_and_evaluate(args, config, hp, run)
 
+
+def _train_and_evaluate(
+    args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: RunFolder
+) -> dict[str, Evaluation]:
     start = time.perf_counter()
     trainer = trainer_for(args)
     if args.evaluate_model is not None:
@@ -784,10 +712,5 @@ def _draw(run: RunFolder) -> None:
         )
 
 
-def cli() -> None:
-    """The ``hlgym-train`` console script."""
-    main(sys.argv[1:])
-
-
 if __name__ == "__main__":
-    cli()
+    main(sys.argv[1:])

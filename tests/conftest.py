@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -34,3 +36,11 @@ def tiny_overrides(env_id: str) -> dict[str, Any]:
         # reward on 300 test images instead of 10,000 (the real data may be installed).
         kw.update(main_samples=40, other_samples=10, eval_samples=300)
     return kw
+
+
+def loaded_after(code: str, packages: set[str]) -> set[str]:
+    """Which of ``packages`` a fresh interpreter has imported after running ``code``."""
+    names = f"{{m.split('.')[0] for m in sys.modules}} & set({sorted(packages)!r})"
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted({names})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return set(out.split())

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hlgym import train
+from hlgym import options, train
 from hlgym.runs import RunFolder, reduction
 from hlgym.train import Args, load_hyperparams, parse_args, resolve
 
@@ -33,11 +33,11 @@ def test_options_parse_by_their_type_hints() -> None:
 
 
 def test_option_types_come_from_the_hints_not_the_source() -> None:
-    assert train._option_type(float) == (float, False)
-    assert train._option_type(float | None) == (float, False)
-    assert train._option_type(list[int]) == (int, True)
+    assert options._option_type(float) == (float, False)
+    assert options._option_type(float | None) == (float, False)
+    assert options._option_type(list[int]) == (int, True)
     with pytest.raises(TypeError, match="not supported"):
-        train._option_type(int | str)
+        options._option_type(int | str)
 
 
 def test_hyperparams_ship_with_the_package() -> None:
@@ -49,10 +49,8 @@ def test_hyperparams_ship_with_the_package() -> None:
 
 
 def test_a_missing_entry_uses_the_defaults_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    args, _, hp = resolve(Args(algo="a2c", env="hlgym/HL-FashionMNIST-v0"))
-    assert (
-        "hyperparams/a2c.yml has no entry for hlgym/HL-FashionMNIST-v0: using the defaults" in capsys.readouterr().out
-    )
+    args, _, hp = resolve(Args(algo="a2c", env="hlgym/DomainShift-v1"))
+    assert "hyperparams/a2c.yml has no entry for hlgym/DomainShift-v1: using the defaults" in capsys.readouterr().out
     assert (args.timesteps, args.n_envs, args.policy, hp) == (train.DEFAULT_TIMESTEPS, train.DEFAULT_N_ENVS, "mlp", {})
     args, _, hp = resolve(Args(algo="ppo"))
     assert capsys.readouterr().out == ""

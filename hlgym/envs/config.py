@@ -79,10 +79,19 @@ class PeerSelectionConfig(ComponentFields):
         _validate(self)
 
     def replace(self, **overrides: Any) -> PeerSelectionConfig:
-        """A copy with some fields changed; unknown names raise a ``TypeError`` that
-        lists the accepted ones. ``tasks.<key>`` (``tasks.split``, ``tasks.max_peers``, ...)
-        changes one key of a task distribution's spec."""
+        """A copy with some fields changed; an unknown name raises :class:`FieldNameError`
+        (a ``TypeError``) with the nearest names. ``tasks.<key>`` (``tasks.split``,
+        ``tasks.max_peers``, ...) changes one key of a task distribution's spec, as does a
+        ``tasks`` dict that holds only some of the spec's keys (``tasks={"split": "held_out"}``)."""
         nested = {k.partition(".")[2]: overrides.pop(k) for k in list(overrides) if k.startswith("tasks.")}
+        given = overrides.get("tasks")
+        if isinstance(given, Mapping) and self.tasks is not None:
+            # A partial spec changes those keys of this config's ({"split": "held_out"});
+            # a whole one (all four keys) replaces it.
+            unknown = [k for k in given if k not in SPEC_KEYS]
+            if unknown:
+                raise FieldNameError(f"'tasks.{unknown[0]}' is not a key of tasks; accepted: {', '.join(SPEC_KEYS)}")
+            overrides["tasks"] = {**self.tasks.to_dict(), **given}
         if nested:
             current = overrides.get("tasks", self.tasks)
             if current is None:
@@ -94,11 +103,22 @@ class PeerSelectionConfig(ComponentFields):
             spec = TaskSpec.from_dict(current).to_dict()
             for key, value in nested.items():
                 if key not in SPEC_KEYS:
-                    raise TypeError(f"'tasks.{key}' is not a key of tasks; accepted: {', '.join(SPEC_KEYS)}")
+                    raise FieldNameError(f"'tasks.{key}' is not a key of tasks; accepted: {', '.join(SPEC_KEYS)}")
                 spec[key] = value
             overrides["tasks"] = spec
         check_field_names(overrides)
         return dataclasses.replace(self, **overrides)
+
+    def max_episode_steps(self) -> int:
+        """The most agent steps an episode takes: ``max_rounds``, less the round
+        ``first_round_at_start`` plays inside ``reset``; with ``tasks``, the most any task of
+        either split takes. Registered as the id's ``max_episode_steps`` (Gymnasium's
+        ``TimeLimit`` then never cuts an episode the env would go on with)."""
+        if self.tasks is None:
+            return self.max_rounds - int(self.first_round_at_start is True)
+        one = dataclasses.replace(self, tasks=None)
+        tasks = (task for family in self.tasks.train + self.tasks.held_out for task in family.tasks())
+        return max(dataclasses.replace(one, **task).max_episode_steps() for task in tasks)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PeerSelectionConfig:
@@ -141,19 +161,63 @@ def make_config(config: PeerSelectionConfig | Mapping[str, Any] | None = None, *
     return base.replace(**overrides)
 
 
+def warn_if_longer(config: PeerSelectionConfig | Mapping[str, Any] | None, built: PeerSelectionConfig) -> None:
+    """Warn when keywords given to ``gymnasium.make`` (a registered id's ``config`` dict
+    with overrides) make episodes longer than the id's registered ``max_episode_steps``:
+    ``make``'s ``TimeLimit`` would truncate them there, unless ``max_episode_steps`` is
+    given to ``make`` too (which the env cannot see)."""
+    if not isinstance(config, Mapping):
+        return  # a config object or None: not a registered spec's kwargs
+    registered = PeerSelectionConfig.from_dict(config).max_episode_steps()
+    steps = built.max_episode_steps()
+    if steps > registered:
+        from gymnasium import logger
+
+        logger.warn(
+            f"episodes of this config take up to {steps} steps, more than the id's registered "
+            f"max_episode_steps={registered}: gymnasium.make's TimeLimit truncates them at {registered} unless "
+            f"gymnasium.make gets max_episode_steps={steps} too"
+        )
+
+
 def field_names() -> list[str]:
     """The public field names of :class:`PeerSelectionConfig`."""
     return [f.name for f in fields(PeerSelectionConfig)]
 
 
+class FieldNameError(TypeError):
+    """A name that is not a :class:`PeerSelectionConfig` field (a ``TypeError``, as Python
+    raises for an unexpected keyword).
+
+    ``gymnasium.make`` re-raises a ``TypeError`` from an env's constructor as
+    ``type(e)(f"{e} was raised from the environment creator for {id} with kwargs ({kwargs})")``:
+    every keyword, for a task distribution its whole spec (about 1,500 characters). This
+    class keeps the message and the id and drops the dump.
+    """
+
+    _GYMNASIUM_SUFFIX = " was raised from the environment creator for "
+
+    def __init__(self, message: str) -> None:
+        head, sep, tail = message.partition(self._GYMNASIUM_SUFFIX)
+        if sep:
+            env_id = tail.partition(" with kwargs (")[0]
+            message = f"{head} (gymnasium.make({env_id!r}))"
+        super().__init__(message)
+
+
 def check_field_names(names: Iterable[str]) -> None:
-    """Raise ``TypeError`` for any name that is not a config field, with a suggestion."""
+    """Raise :class:`FieldNameError` for any name that is not a config field, with the
+    nearest field names and where every field is described."""
     known = field_names()
     for name in names:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TypeError(f"{name!r} is not a PeerSelectionConfig field{hint}; accepted: {', '.join(known)}")
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            also = f" also near: {', '.join(close[1:])}" if len(close) > 1 else ""
+            hint = f" (did you mean {close[0]!r}?{also})" if close else ""
+            raise FieldNameError(
+                f"{name!r} is not a PeerSelectionConfig field{hint}; every field: "
+                "help(hlgym.envs.PeerSelectionConfig) or the docs' API page"
+            )
 
 
 def _as_matrix(value: Any, n_peers: int) -> Matrix:

@@ -6,6 +6,9 @@ one int64 index array per peer. All but ``hl_reference`` are disjoint across pee
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 
 from hlgym.envs.fields import CoreFields
@@ -55,14 +58,15 @@ def hl_skew(
     for n in range(n_peers):
         cls = n % n_classes
         free_main = np.flatnonzero(~taken & (labels == cls))
-        _need("main_samples", main, free_main.size, f"class {cls} (after the peers before {n})")
+        _need("main_samples", main, free_main.size, f"class {cls} (what is left when peer {n} draws)")
         main_idx = rng.choice(free_main, size=main, replace=False)
         taken[main_idx] = True
         mains.append(main_idx)
     parts = []
     for n in range(n_peers):
         free_other = np.flatnonzero(~taken & (labels != n % n_classes))
-        _need("other_samples", other, free_other.size, f"the other classes (after the peers before {n})")
+        left = f"the classes other than {n % n_classes} (what is left when peer {n} draws)"
+        _need("other_samples", other, free_other.size, left)
         sub_idx = rng.choice(free_other, size=other, replace=False)
         taken[sub_idx] = True
         parts.append(np.concatenate([mains[n], sub_idx]).astype(np.int64))
@@ -160,6 +164,50 @@ def split(cfg: CoreFields, labels: np.ndarray, n_classes: int, rng: np.random.Ge
     if cfg.partition == "shards":
         return shards(labels, cfg.n_peers, cfg.classes_per_peer, cfg.samples_per_peer, rng)
     return iid(labels, cfg.n_peers, cfg.samples_per_peer, rng)
+
+
+def check(cfg: CoreFields, labels: np.ndarray, n_classes: int) -> list[np.ndarray]:
+    """A split of ``cfg`` drawn with a fixed seed (the sizes every draw asks for), at env
+    construction rather than at the first reset.
+
+    Raises:
+        ValueError: If the split asks for more samples than the data has; the message says
+            which sizes would fit with this ``n_peers``.
+    """
+    try:
+        return split(cfg, labels, n_classes, np.random.default_rng(0))
+    except ValueError as exc:
+        raise ValueError(f"{exc}; {_what_fits(cfg, labels, n_classes)}") from None
+
+
+def _fits(cfg: CoreFields, labels: np.ndarray, n_classes: int, **sizes: Any) -> bool:
+    try:
+        split(dataclasses.replace(cfg, **sizes), labels, n_classes, np.random.default_rng(0))
+    except ValueError:
+        return False
+    return True
+
+
+def _what_fits(cfg: CoreFields, labels: np.ndarray, n_classes: int) -> str:
+    """The largest sizes of ``cfg``'s partition that fit the data with ``cfg.n_peers`` peers
+    (main and other samples scaled together, keeping their ratio)."""
+    n = cfg.n_peers
+    if cfg.partition in ("hl_skew", "hl_reference"):
+
+        def sizes(m: int) -> dict[str, int]:
+            return {"main_samples": m, "other_samples": round(cfg.other_samples * m / cfg.main_samples)}
+
+        low, high = 0, cfg.main_samples  # the largest main in [1, high] that fits: fits(low) holds
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if _fits(cfg, labels, n_classes, **sizes(mid)) else (low, mid - 1)
+        if low == 0:
+            return f"no main_samples fits {n} peers of this data set: use fewer peers"
+        fit = " ".join(f"{k}={v}" for k, v in sizes(low).items())
+        return f"with n_peers={n} this fits: {fit} (or fewer peers)"
+    if cfg.partition == "dirichlet" and (cfg.samples_per_peer is None or cfg.samples_per_peer * n <= labels.size):
+        return "use a larger dirichlet_alpha or samples_per_peer"
+    return f"with n_peers={n} this fits: samples_per_peer={labels.size // n} at most (or fewer peers)"
 
 
 def unassigned(n_samples: int, parts: list[np.ndarray]) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 from torch import nn
 
 from hlgym.envs import components
-from hlgym.envs.config import PeerSelectionConfig, make_config
+from hlgym.envs.config import PeerSelectionConfig, make_config, warn_if_longer
 from hlgym.envs.episode import BYTES_PER_PARAM, Episode
 from hlgym.envs.face import EpisodeView
 from hlgym.envs.observation import spaces_for
@@ -110,6 +110,7 @@ class PeerSelectionEnv(EpisodeView, gym.Env[np.ndarray, np.int64]):
         **overrides: Any,
     ) -> None:
         cfg = make_config(config, **overrides)
+        warn_if_longer(config, cfg)
         if cfg.tasks is not None:
             raise ValueError(
                 "tasks is not accepted by PeerSelectionEnv (one task); accepted: tasks=None, or "

@@ -163,7 +163,9 @@ ENTRY_POINTS = {
 
 
 def register_envs() -> None:
-    """Register every id in :data:`PRESETS` with Gymnasium (idempotent).
+    """Register every id in :data:`PRESETS` with Gymnasium (idempotent), each with its
+    episode length as ``max_episode_steps``
+    (:meth:`~hlgym.envs.PeerSelectionConfig.max_episode_steps`).
 
     The registered kwargs are plain JSON values: ``{"config": {...}}`` with the preset's
     fields that differ from the embedded default (``PeerSelectionConfig.to_dict(changed_only=True)``;
@@ -177,5 +179,8 @@ def register_envs() -> None:
                 id=env_id,
                 entry_point=ENTRY_POINTS.get(env_id, ENTRY_POINT),
                 vector_entry_point=None if env_id in ENTRY_POINTS else VECTOR_ENTRY_POINT,
+                # The env ends its episodes itself; the limit states it where Gymnasium users look
+                # (make's TimeLimit never fires before the env's own end).
+                max_episode_steps=config.max_episode_steps(),
                 kwargs={"config": config.to_dict(changed_only=True)},
             )

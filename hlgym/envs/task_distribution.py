@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hlgym.envs import observation
-from hlgym.envs.config import PeerSelectionConfig, make_config
+from hlgym.envs.config import PeerSelectionConfig, make_config, warn_if_longer
 from hlgym.envs.episode import Episode, ResetNeededError
 from hlgym.envs.face import EpisodeView
 from hlgym.envs.peer_selection import PeerSelectionEnv
@@ -73,6 +73,7 @@ class TaskDistributionEnv(EpisodeView, gym.Env[np.ndarray, np.int64]):
         **overrides: Any,
     ) -> None:
         cfg = make_config(config, **overrides)
+        warn_if_longer(config, cfg)
         if cfg.tasks is None:
             raise ValueError(
                 "tasks=None is not accepted by TaskDistributionEnv; accepted: a task spec (see "

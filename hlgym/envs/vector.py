@@ -186,6 +186,9 @@ class BatchedPeerSelectionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray
         render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``.
         autoreset_mode: Gymnasium's autoreset mode (``NEXT_STEP`` as ``SyncVectorEnv`` by
             default; ``SAME_STEP`` puts ``final_obs`` / ``final_info`` in the infos).
+        max_episode_steps: What ``gymnasium.make_vec`` passes: the id's registered episode
+            length unless given. The copies end their episodes at ``max_rounds`` themselves
+            (with ``max_rounds=50`` at 50 steps); a limit given shorter than that is refused.
         **overrides: Replace fields of ``config``.
 
     >>> import gymnasium as gym, hlgym
@@ -201,6 +204,7 @@ class BatchedPeerSelectionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray
         config: PeerSelectionConfig | dict[str, Any] | None = None,
         render_mode: str | None = None,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        max_episode_steps: int | None = None,
         **overrides: Any,
     ) -> None:
         try:
@@ -209,6 +213,17 @@ class BatchedPeerSelectionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray
             accepted = ", ".join(repr(m.value) for m in AutoresetMode)
             raise ValueError(f"autoreset_mode={autoreset_mode!r} is not accepted; accepted: {accepted}") from exc
         self.engine = BatchedPeerSelection(config, num_envs, render_mode, **overrides)
+        steps = self.engine.config.max_episode_steps()
+        # gymnasium.make_vec passes the id's registered limit when it is given none: the
+        # copies end their episodes at max_rounds (no TimeLimit), so that one is the
+        # preset's length, and a limit given shorter than max_rounds cannot hold.
+        registered = PeerSelectionConfig.from_dict(config).max_episode_steps() if isinstance(config, dict) else None
+        if max_episode_steps is not None and max_episode_steps != registered and max_episode_steps < steps:
+            raise ValueError(
+                f"max_episode_steps={max_episode_steps} is not accepted: this config's episodes take up to {steps} "
+                f"steps and the batched copies end them at max_rounds; accepted: None or >= {steps} "
+                "(pass max_episode_steps with a longer max_rounds, or shorten max_rounds itself)"
+            )
         self.num_envs = self.engine.n_envs
         self.single_observation_space = self.engine.observation_space
         self.single_action_space = self.engine.action_space

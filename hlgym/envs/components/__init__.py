@@ -34,8 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
-import numpy as np
-
 from hlgym.envs import checks, partition
 from hlgym.envs.components import byzantine, domain_shift, faults, modality, transfer
 from hlgym.envs.components.base import BYTES_PER_PARAM, Component, EpisodeState, Move, ProbeStats, Training
@@ -192,7 +190,7 @@ def slots(config: Any) -> int:
 def check_pool(config: Any, data: DeviceData) -> None:
     """Fail when ``config``'s split asks for more samples than ``data`` has, or a component
     draws more of the samples no peer holds than there are (at env construction)."""
-    parts = partition.split(config, data.labels, data.n_classes, np.random.default_rng(0))
+    parts = partition.check(config, data.labels, data.n_classes)
     # Every partitioner leaves the same number of samples to no peer, whatever its draws.
     pool = partition.unassigned(data.labels.shape[0], parts).size
     for name, value in filter(None, (cls.pool_request(config) for cls, _ in for_config(config))):
