@@ -14,6 +14,7 @@ import matplotlib
 import numpy as np
 import pytest
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from hlgym import plots
@@ -79,14 +80,15 @@ def test_bytes_of_failed_hops_and_byzantine_rings() -> None:
 
 def test_other_figures(records: dict[str, list[EpisodeRecord]], tmp_path: Path) -> None:
     ax = plots.accuracy_vs_cost(records)
-    assert {"random", "greedy"} <= legend_labels(ax) and ax.get_ylabel() == "test accuracy"
+    assert {"random", "greedy", "goal", "one episode"} <= legend_labels(ax)
+    assert ax.get_ylabel() == "best test accuracy so far"
     fig = plots.distributions(records)
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["random", "greedy"] and fig.axes[0].get_ylabel() == "rounds"
     ax = plots.route(records["greedy"][0])
     assert any(t.get_text() == "1" for t in ax.texts)  # hop numbers
-    caption = next(t.get_text() for t in ax.texts if t.get_text().startswith("disc: peer index"))
-    assert "peer i holds class i" in caption and "arrow label: the round of the hop" in caption
+    caption = next(t.get_text() for t in ax.texts if t.get_text().startswith("disc: a peer"))
+    assert "peer i holds class i" in caption and "labelled with its rounds" in caption and "×k" in caption
     assert ax.get_legend() is None  # peer i holds class i: a class legend would repeat the discs
     rec = records["greedy"][0]
     shuffled = EpisodeRecord.from_dict({**rec.to_dict(), "main_classes": [c // 2 for c in rec.main_classes]})
@@ -189,3 +191,61 @@ def test_cli_overlays_runs_and_rejects_mixed_envs(run_dir: Path, tmp_path: Path)
     )
     assert proc.returncode != 0 and "records of different envs cannot be overlaid" in proc.stderr
     assert "goal" in proc.stderr
+
+
+def test_route_marks_stays_and_every_round_of_a_repeated_hop() -> None:
+    # A route 0 -> 1 -> 1 -> 0 -> 1 -> 1 -> 1: three stays at peer 1, the hop 0->1 in rounds 1 and 4.
+    env = gym.make("hlgym/PeerSelection-v0", max_rounds=6, goal=1.0)
+    (rec,) = evaluate(_Scripted([1, 1, 0, 1, 1, 1]), env, 1, seed=3).records
+    assert rec.route == [0, 1, 1, 0, 1, 1, 1]
+    np.testing.assert_array_equal(plots.stays(rec)[:2], [0, 3])
+    texts = [t.get_text() for t in plots.route(rec).texts]
+    assert "×3" in texts and "1,4" in texts and "3" in texts
+    ax = plots.route(rec)
+    markers = {c.get_paths()[0].vertices.shape[0] for c in ax.collections}
+    assert len(markers) == 1  # peers 8 and 9 are discs like the others, not squares
+
+
+def test_domain_legend_names_the_transform_and_its_unit() -> None:
+    for env_id, label in (("hlgym/DomainShift-v0", "60°: peers"), ("hlgym/DomainShift-v1", "noise std 0.4: peers")):
+        env = gym.make(env_id, max_rounds=2)
+        (rec,) = evaluate(RandomAgent(seed=0), env, 1, seed=1).records
+        assert any(t.startswith(label) for t in legend_labels(plots.route(rec))), env_id
+
+
+def test_accuracy_vs_cost_draws_a_policy_that_stays_as_a_point(records: dict[str, list[EpisodeRecord]]) -> None:
+    still = [EpisodeRecord.from_dict({**r.to_dict(), "hop_costs": [0.0] * len(r.hop_costs)}) for r in records["random"]]
+    ax = plots.accuracy_vs_cost({"greedy": records["greedy"], "still": still})
+    assert "still (hardly moves: its final means)" in legend_labels(ax)
+    point = next(line for line in ax.get_lines() if line.get_label().startswith("still"))
+    assert len(point.get_xdata()) == 1 and point.get_xdata()[0] == 0  # type: ignore[arg-type]
+    # The curves are the best accuracy so far: they never go down.
+    bold = next(line for line in ax.get_lines() if line.get_label() == "greedy")
+    assert np.all(np.diff(np.asarray(bold.get_ydata(), dtype=float)) >= 0)
+
+
+def test_seed_bars_stay_inside_the_metric_range() -> None:
+    per_seed = {"rounds": [30.0, 36.0, 36.0], "comm_cost": [0.1, 0.9, 0.2], "reached_goal": [1.0, 1.0, 0.5]}
+    half = {"rounds": 9.0, "comm_cost": 0.9, "reached_goal": 0.9}
+    summary = {k: {"mean": float(np.mean(v)), "ci95": half[k], "n": 3} for k, v in per_seed.items()}
+    fig = plots.seed_spread({"ppo": {"per_seed": per_seed, "summary": summary}}, max_rounds=36)
+    for ax, (low, high) in zip(fig.axes, [(1, 36), (0, np.inf), (0, 100)], strict=True):
+        bar = next(c for c in ax.collections if isinstance(c, LineCollection))  # the errorbar's line
+        ys = np.concatenate([seg[:, 1] for seg in bar.get_segments()])
+        assert ys.min() >= low and ys.max() <= high, ax.get_ylabel()
+    assert "clipped to the metric's range" in fig.get_suptitle()
+    assert fig.axes[1].get_ylabel() == "comm cost [distance units]"
+
+
+class _Scripted:
+    """Plays a fixed list of actions."""
+
+    def __init__(self, actions: list[int]) -> None:
+        self.actions = actions
+
+    def reset(self) -> None:
+        self.k = 0
+
+    def act(self, obs: object, info: object) -> int:
+        self.k += 1
+        return self.actions[self.k - 1]

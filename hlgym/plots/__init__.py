@@ -10,10 +10,13 @@ From the command line: ``python -m hlgym.plots RUN_DIR [RUN_DIR ...] --out DIR``
 from hlgym.plots.figures import (
     PALETTE,
     accuracy_vs_cost,
+    best_so_far,
     comm_cost_curves,
     cumulative_cost,
     distributions,
     route,
+    seed_spread,
+    stays,
     training_curves,
 )
 from hlgym.plots.rundir import Run, load_run, merge, plot_runs
@@ -22,6 +25,7 @@ __all__ = [
     "PALETTE",
     "Run",
     "accuracy_vs_cost",
+    "best_so_far",
     "comm_cost_curves",
     "cumulative_cost",
     "distributions",
@@ -29,5 +33,7 @@ __all__ = [
     "merge",
     "plot_runs",
     "route",
+    "seed_spread",
+    "stays",
     "training_curves",
 ]

@@ -7,6 +7,7 @@ and lines also differ in style so a grey-scale print still tells policies apart.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,18 @@ from hlgym.records import EpisodeRecord
 
 # Okabe & Ito (2008), "Color Universal Design".
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+# Ten discs' colours (the presets' ten main classes): Okabe-Ito without black, and three of
+# Paul Tol's muted set, so that no class needs a second marker shape.
+CLASS_COLOURS = (*PALETTE[:7], "#882255", "#999933", "#888888")
+LIGHT = ("#F0E442", "#56B4E9", "#E69F00")  # discs whose index reads better in black
+# How a domain's level reads, per domain_shift (its unit; hlgym.envs.components.domain_shift).
+DOMAIN_LABELS = {
+    "rotate": "{:g}°",
+    "noise": "noise std {:g}",
+    "invert": "inverted {:g}",
+    "blur": "blur {:g} px",
+    "thicken": "thicken {:g} px",
+}
 LINESTYLES = ("-", "--", "-.", ":")
 UNITS = ("distance", "bytes")
 Records = Mapping[str, Sequence[EpisodeRecord]]
@@ -121,24 +134,59 @@ def comm_cost_curves(records_by_policy: Records, ax: Axes | None = None, unit: s
     return ax
 
 
+def best_so_far(rec: EpisodeRecord) -> np.ndarray:
+    """The best test accuracy an episode had reached after each round (index 0: reset's)."""
+    return np.maximum.accumulate(np.asarray(rec.accuracy, dtype=np.float64))
+
+
 def accuracy_vs_cost(records_by_policy: Records, ax: Axes | None = None, unit: str = "distance") -> Axes:
-    """Test accuracy against cumulative communication cost (the trade-off curve): every
-    episode faint, the per-round mean of each policy bold."""
+    """The trade-off curve: the best test accuracy reached against the communication spent,
+    per round. Each policy's bold line joins its per-round means of both over the episodes
+    (an episode that ended keeps its last values); thin lines are single episodes. A policy
+    that hardly spends (its mean cost grows by less than 5% of the widest policy's: it
+    stays, after a hop or none) would be a vertical spike: a diamond at its final means.
+
+    Args:
+        records_by_policy: Episode records by policy name.
+        ax: Axes to draw into; a new figure's when None.
+        unit: ``"distance"`` or ``"bytes"`` (shown in MB).
+    """
     _check(records_by_policy)
     ax = _axes(ax)
     scale = 1e-6 if unit == "bytes" else 1.0
-    for i, (name, recs) in enumerate(records_by_policy.items()):
+    curves = {
+        name: ([cumulative_cost(r, unit) * scale for r in recs], [best_so_far(r) for r in recs])
+        for name, recs in records_by_policy.items()
+    }
+    means = {name: (_mean_band(c)[0], _mean_band(a)[0]) for name, (c, a) in curves.items()}
+    widest = max(float(c[-1] - c[0]) for c, _ in means.values())
+    for i, (name, (costs, accs)) in enumerate(curves.items()):
         st = style(i)
-        costs = [cumulative_cost(r, unit) * scale for r in recs]
-        accs = [np.asarray(r.accuracy, dtype=np.float64) for r in recs]
+        mean_cost, mean_acc = means[name]
+        if mean_cost[-1] - mean_cost[0] <= 0.05 * widest:
+            ax.plot(
+                [mean_cost[-1]],
+                [mean_acc[-1]],
+                marker="D",
+                markersize=8,
+                linestyle="none",
+                label=f"{name} (hardly moves: its final means)",
+                color=st["color"],
+                markeredgecolor="black",
+            )
+            continue
         for c, a in zip(costs, accs, strict=True):
-            ax.plot(c, a, color=st["color"], alpha=0.15, linewidth=0.8)
-        ax.plot(_mean_band(costs)[0], _mean_band(accs)[0], label=name, linewidth=2, **st)
+            ax.plot(c, a, color=st["color"], alpha=0.12, linewidth=0.7)
+        ax.plot(mean_cost, mean_acc, label=name, linewidth=2, **st)
+    goals = {r.goal for recs in records_by_policy.values() for r in recs if r.goal is not None}
+    if len(goals) == 1:
+        ax.axhline(goals.pop(), color="0.4", linewidth=1, linestyle=(0, (4, 3)), label="goal")
+    ax.plot([], [], color="0.5", alpha=0.4, linewidth=0.7, label="one episode")
     ax.set_xlabel(_cost_label(unit))
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy against communication")
+    ax.set_ylabel("best test accuracy so far")
+    ax.set_title("Accuracy against communication (per-round means)")
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, fontsize=8)
     return ax
 
 
@@ -173,18 +221,28 @@ def distributions(records_by_policy: Records, fig: Figure | None = None, unit: s
     return fig
 
 
-SEED_PANELS = (("rounds", "rounds", 1.0), ("comm_cost", "comm cost", 1.0), ("reached_goal", "reached goal [%]", 100.0))
+SEED_PANELS = (
+    ("rounds", "rounds", 1.0),
+    ("comm_cost", "comm cost [distance units]", 1.0),
+    ("reached_goal", "reached goal [%]", 100.0),
+)
 
 
-def seed_spread(policies: Mapping[str, Mapping[str, Any]], fig: Figure | None = None) -> Figure:
+def seed_spread(
+    policies: Mapping[str, Mapping[str, Any]], fig: Figure | None = None, max_rounds: int | None = None
+) -> Figure:
     """The spread of a run over several training seeds: per policy, each seed's mean over
     the held-out episodes (dots) and the mean over seeds ± the half-width of its 95%
     t-interval (bar), for rounds, comm cost and the share of episodes that reached the goal.
+    A bar is clipped to what its metric can be (rounds in [1, ``max_rounds``], comm cost >= 0,
+    reached goal in [0, 100]%): a t-interval over 3 seeds reaches past them; the title says
+    when it clipped one.
 
     Args:
         policies: ``results.json``'s ``policies`` of a run over seeds
             (:func:`hlgym.runs.across_seeds`).
         fig: Figure to draw into.
+        max_rounds: The episodes' round limit (None: rounds are clipped below only).
     """
     if not policies:
         raise ValueError("policies is empty; give the policies of a run over seeds")
@@ -192,20 +250,26 @@ def seed_spread(policies: Mapping[str, Mapping[str, Any]], fig: Figure | None = 
     axes = fig.subplots(1, len(SEED_PANELS))
     names = list(policies)
     n_seeds = len(next(iter(policies.values()))["per_seed"]["rounds"])
+    ranges = {"rounds": (1.0, math.inf if max_rounds is None else float(max_rounds)), "comm_cost": (0.0, math.inf)}
+    ranges["reached_goal"] = (0.0, 100.0)
+    clipped = False
     for ax, (key, label, scale) in zip(axes, SEED_PANELS, strict=True):
+        low, high = ranges[key]
         for i, name in enumerate(names):
             color = style(i)["color"]
             values = scale * np.asarray(policies[name]["per_seed"][key], dtype=np.float64)
             summary = policies[name]["summary"][key]
+            mean, half = scale * summary["mean"], scale * summary["ci95"]
+            lo, hi = max(mean - half, low), min(mean + half, high)
+            clipped |= lo > mean - half or hi < mean + half
             # Seeds side by side (no random jitter: the figure is the same on every draw).
             ax.scatter(i - 0.12 + np.linspace(-0.08, 0.08, values.size), values, s=16, color=color, alpha=0.75)
-            ax.errorbar(
-                i + 0.15, scale * summary["mean"], yerr=scale * summary["ci95"], fmt="D", color=color, capsize=4
-            )
+            ax.errorbar(i + 0.15, mean, yerr=[[mean - lo], [hi - mean]], fmt="D", color=color, capsize=4)
         ax.set_xticks(range(len(names)), names, rotation=20)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"Over {n_seeds} training seeds: each seed's mean (dots), their mean ± 95% interval (bar)")
+    note = ", clipped to the metric's range" if clipped else ""
+    fig.suptitle(f"{n_seeds} training seeds: each seed's held-out mean (dots), their mean ± 95% t-interval (bar{note})")
     return fig
 
 
@@ -257,25 +321,46 @@ def training_curves(
     return fig
 
 
+def stays(rec: EpisodeRecord) -> np.ndarray:
+    """Per peer, the rounds in which the model stayed there (the action was the holder)."""
+    out = np.zeros(len(rec.positions) or (max(rec.route, default=0) + 1), dtype=np.int64)
+    for a, b in zip(rec.route[:-1], rec.route[1:], strict=True):
+        if a == b:
+            out[b] += 1
+    return out
+
+
+def _group_label(kind: str, shift: str, value: Any) -> str:
+    if kind == "domain":
+        return DOMAIN_LABELS.get(shift, "domain {:g}").format(value)
+    return f"{kind} {value}"
+
+
 def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", title: str | None = None) -> Axes:
     """One episode's route on the topology: peers at their layout positions, coloured by
     main class (by domain when the episode had a ``domain_shift``, by the view a peer holds
-    with a ``modality_split``), hops as numbered arrows
-    whose width grows with the hop's cost; byzantine peers (if the episode had any) are
-    ringed in red. A caption says what the marks mean; the legend lists each domain's or
-    main class's peers (unless peer i holds class i)."""
+    with a ``modality_split``), hops as numbered arrows whose width grows with the hop's
+    cost, and a peer's stays (rounds the model trained there again without moving) as a
+    count beside its disc; byzantine peers (if the episode had any) are ringed in red. A
+    caption says what the marks mean; the legend lists each domain's or main class's peers
+    (unless peer i holds class i)."""
     if not rec.positions:
         raise ValueError(
             "the record has no peer positions (records from hlgym < 0.1 or a custom env); cannot draw the route"
         )
-    ax = _axes(ax, (5.5, 5.0))
+    ax = _axes(ax, (6.4, 5.6))
     pos = np.asarray(rec.positions, dtype=np.float64)
     classes = np.asarray(rec.main_classes) if rec.main_classes else np.zeros(len(pos), dtype=int)
     hops = np.diff(cumulative_cost(rec, unit))
     widest = hops.max() if hops.size and hops.max() > 0 else 1.0
+    # One arrow per directed pair, labelled with every round that took it (a pair hopped
+    # again would hide the earlier label); the label sits 40% along, so a pair's two
+    # directions keep apart.
+    taken: dict[tuple[int, int], list[int]] = {}
     for k, (a, b) in enumerate(zip(rec.route[:-1], rec.route[1:], strict=True), start=1):
-        if a == b:
-            continue
+        if a != b:
+            taken.setdefault((a, b), []).append(k)
+    for (a, b), ks in taken.items():
         ax.annotate(
             "",
             xy=pos[b],
@@ -283,19 +368,21 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
             arrowprops={
                 "arrowstyle": "-|>",
                 "color": "0.35",
-                "lw": 0.6 + 3.0 * hops[k - 1] / widest,
+                "lw": 0.6 + 3.0 * max(hops[k - 1] for k in ks) / widest,
                 "alpha": 0.7,
                 "shrinkA": 9,
                 "shrinkB": 9,
             },
         )
-        mid = (pos[a] + pos[b]) / 2
+        at = pos[a] + 0.4 * (pos[b] - pos[a])
         ax.text(
-            mid[0],
-            mid[1],
-            str(k + rec.forced_rounds),
+            at[0],
+            at[1],
+            ",".join(str(k + rec.forced_rounds) for k in ks),
             fontsize=7,
             color="0.15",
+            ha="center",
+            va="center",
             bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7},
         )
     # Peer i holding class i (the presets) makes a class legend a list of the labels on the
@@ -308,18 +395,20 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
         kind, groups = "modality", np.asarray(rec.peer_modalities)
     by_group = kind != "class"
     own_class = not by_group and bool(rec.main_classes) and np.array_equal(classes, np.arange(len(pos)))
+    disc_colour: dict[int, str] = {}
     for rank, c in enumerate(np.unique(groups)):
         shade = rank if by_group else int(c)  # a class keeps its colour across figures
         sel = groups == c
         peers = np.flatnonzero(sel)
-        name = f"{c:g}" if kind == "domain" else str(c)
-        label = f"{kind} {name}: peer{'s' if peers.size > 1 else ''} {', '.join(str(i) for i in peers)}"
+        disc_colour.update(dict.fromkeys(peers.tolist(), CLASS_COLOURS[shade % len(CLASS_COLOURS)]))
+        label = f"{_group_label(kind, rec.domain_shift, c)}: peer{'s' if peers.size > 1 else ''} "
+        label += ", ".join(str(i) for i in peers)
         ax.scatter(
             pos[sel, 0],
             pos[sel, 1],
             s=260,
-            color=PALETTE[shade % len(PALETTE)],
-            marker="os^Dv<>p"[shade // len(PALETTE) % 8],
+            color=CLASS_COLOURS[shade % len(CLASS_COLOURS)],
+            marker="os^Dv<>p"[shade // len(CLASS_COLOURS) % 8],  # a shape only past ten groups
             edgecolor="black",
             zorder=3,
             label=None if own_class else label,
@@ -337,7 +426,20 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
             label="byzantine",
         )
     for i, (x, y) in enumerate(pos):
-        ax.text(x, y, str(i), ha="center", va="center", fontsize=8, color="white", fontweight="bold", zorder=4)
+        ink = "black" if disc_colour.get(i) in LIGHT else "white"
+        ax.text(x, y, str(i), ha="center", va="center", fontsize=8, color=ink, fontweight="bold", zorder=4)
+    stayed = stays(rec)
+    for p in np.flatnonzero(stayed):
+        ax.annotate(
+            f"×{int(stayed[p])}",
+            pos[p],
+            xytext=(9, -9),
+            textcoords="offset points",
+            fontsize=7,
+            color="black",
+            zorder=5,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "#FFF3C4", "ec": "0.5", "lw": 0.5},
+        )
     ax.set_title(title or f"Route of episode seed {rec.seed}: {rec.rounds} rounds, cost {rec.comm_cost:.3f}")
     colour = (
         "colour: main class (peer i holds class i)"
@@ -346,9 +448,9 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
     )
     ax.text(
         0.5,
-        -0.01,
-        f"disc: peer index; {colour}\narrow label: the round of the hop (rounds that stay draw none); "
-        "arrow width: its cost",
+        -0.02,
+        f"disc: a peer (its index); {colour}\narrow: a hop, labelled with its rounds, as wide as its cost\n"
+        "×k: rounds the model stayed at that peer (no hop)",
         transform=ax.transAxes,
         ha="center",
         va="top",
@@ -357,6 +459,7 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
     )
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.margins(0.12)  # room for the discs and stay counts at the frame
     ax.set_aspect("equal", adjustable="datalim")
     if ax.get_legend_handles_labels()[0]:
         title = None if own_class else (kind if by_group else "main class")

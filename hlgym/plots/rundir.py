@@ -9,6 +9,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from hlgym.envs import PeerSelectionConfig
 from hlgym.plots import figures
 from hlgym.records import EpisodeRecord
 from hlgym.runs import RunFolder
@@ -99,6 +100,15 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _round_limit(env_config: dict[str, Any]) -> int | None:
+    """The most rounds an episode of ``env_config`` plays (None: a config this version cannot read)."""
+    try:
+        config = PeerSelectionConfig.from_dict(env_config)
+    except (TypeError, ValueError):
+        return None
+    return config.max_episode_steps() + int(config.first_round_at_start is True)
+
+
 def plot_runs(run_dirs: list[str | Path], out: str | Path, fmt: str = "png", unit: str = "distance") -> list[Path]:
     """Draw every figure the run folders support into ``out``; returns the files.
 
@@ -127,7 +137,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, fmt: str = "png", uni
     for r in runs:
         if r.across_seeds:
             name = "seeds" if len(runs) == 1 else f"seeds_{r.path.name}"
-            files.append(save(figures.seed_spread(r.across_seeds), out / f"{name}.{fmt}"))
+            spread = figures.seed_spread(r.across_seeds, max_rounds=_round_limit(r.env_config))
+            files.append(save(spread, out / f"{name}.{fmt}"))
     if trained:
         window = max(1, min(50, min(len(v) for v in trained.values()) // 10))
         files.append(save(figures.training_curves(trained, window=window), out / f"training.{fmt}"))
