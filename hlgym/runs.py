@@ -49,6 +49,8 @@ __all__ = [
 ]
 
 RESULTS_SCHEMA_VERSION = 1
+# What a run writes at its start, before any work (RunFolder.discard_unstarted removes these).
+RUN_FILES = ("config.json", "episodes.csv", "monitor.csv", "tb", "checkpoints", "plots")
 CHECKPOINT_MANIFEST = "checkpoint.json"
 
 
@@ -93,12 +95,21 @@ class RunFolder:
         return checkpoints or models or seeds or self.results_file.is_file()
 
     def discard_unstarted(self) -> bool:
-        """Remove the folder of a run that failed before it held any work (see
-        :meth:`holds_work`: config.json, an empty log and TensorBoard's first file are all
-        it has); returns whether it was removed. A folder with work is kept for --resume."""
+        """Remove what a run that failed before it held any work wrote (see
+        :meth:`holds_work`: config.json, an empty log, TensorBoard's first file), and the
+        folder when nothing else is in it (an ``--out`` folder of the user's keeps their
+        files); returns whether the run's files were removed. A folder with work is kept
+        for --resume."""
         if not self.path.is_dir() or self.holds_work():
             return False
-        shutil.rmtree(self.path)
+        for name in RUN_FILES:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        if not any(self.path.iterdir()):
+            self.path.rmdir()
         return True
 
     # ------------------------------------------------------------------ config.json

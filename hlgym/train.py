@@ -561,7 +561,8 @@ def _removed_on_failure(run: RunFolder, fresh: bool) -> Iterator[None]:
         yield
     except BaseException:
         if fresh and run.discard_unstarted():
-            print(f"removed {run.path}: the run failed before it saved anything to resume", file=sys.stderr)
+            what = f"its files in {run.path} (the folder's other files stay)" if run.path.exists() else str(run.path)
+            print(f"removed {what}: the run failed before it saved anything to resume", file=sys.stderr)
         raise
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from hlgym import bench, train
+from hlgym import bench, options, train
 from hlgym.plots.__main__ import main as plots_main
 from tests.conftest import tiny_overrides
 
@@ -107,7 +107,7 @@ def small_budget(argv: list[str]) -> list[str]:
         # The run folder holds its options; only the new budget is the command's.
         return _set(argv, "--timesteps", str(2 * STEPS)) if "--timesteps" in argv else argv
     argv = _set(_set(argv, "--timesteps", str(STEPS)), "--eval-episodes", "2")
-    env_id = argv[argv.index("--env") + 1] if "--env" in argv else train.Args().env
+    env_id = argv[argv.index("--env") + 1] if "--env" in argv else options.Args().env
     return [*_with_env_kwargs(argv, tiny_overrides(env_id)), "--no-progress"]
 
 

@@ -14,7 +14,8 @@ import pytest
 
 import hlgym
 from hlgym import options, train
-from hlgym.envs import PeerSelectionConfig
+from hlgym.envs import PeerSelectionConfig, TaskSpec
+from hlgym.envs.registration import TASKS_V1
 from hlgym.runs import RunFolder
 
 from .conftest import loaded_after
@@ -50,7 +51,7 @@ def test_no_cuda_is_refused_before_sb3_raises() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(SystemExit, match=r"--device cuda is not accepted: torch .* sees no CUDA device"):
-        train.resolve(train.Args(device="cuda"))
+        train.resolve(options.Args(device="cuda"))
 
 
 class _Raises:
@@ -86,6 +87,12 @@ def test_a_failure_keeps_a_folder_that_holds_work(tmp_path: Path) -> None:
     bare.write_config({"args": {}})
     (bare.path / "episodes.csv").write_text("timesteps\n")
     assert bare.discard_unstarted() and not bare.path.exists()
+    mine = RunFolder(tmp_path / "mine")  # an --out folder that holds a file of the user's
+    mine.path.mkdir()
+    (mine.path / "notes.txt").write_text("keep me")
+    mine.write_config({"args": {}})
+    assert mine.discard_unstarted() and not mine.config_file.exists()
+    assert (mine.path / "notes.txt").read_text() == "keep me"
 
 
 def test_resume_refuses_other_options_and_honours_device_and_budget(
@@ -109,7 +116,7 @@ def test_resume_refuses_other_options_and_honours_device_and_budget(
 
 
 def test_the_defaults_message_names_only_the_defaults_used(capsys: pytest.CaptureFixture[str]) -> None:
-    train.resolve(train.Args(algo="a2c", env="hlgym/DomainShift-v1", timesteps=2048))
+    train.resolve(options.Args(algo="a2c", env="hlgym/DomainShift-v1", timesteps=2048))
     said = capsys.readouterr().out
     assert "using the defaults (n_envs 1, policy mlp, the algorithm's own settings)" in said
     assert "timesteps" not in said
@@ -153,9 +160,9 @@ def test_a_partial_tasks_dict_changes_only_its_keys() -> None:
     env = gym.make("hlgym/TaskDistribution-v1", tasks={"split": "held_out"})
     spec = env.unwrapped.config.tasks  # type: ignore[attr-defined]
     assert spec.split == "held_out" and [f.name for f in spec.held_out] == ["dirichlet_20", "shards_20", "hl_skew_20"]
-    same = PeerSelectionConfig(tasks=hlgym.envs.registration.TASKS_V1).replace(tasks={"max_peers": 25})
+    same = PeerSelectionConfig(tasks=TaskSpec.from_dict(TASKS_V1)).replace(tasks={"max_peers": 25})
     assert same.tasks is not None and same.tasks.max_peers == 25 and same.tasks.split == "train"
-    assert PeerSelectionConfig(n_peers=np.int64(5)).n_peers == 5  # a sweep's numpy value
+    assert PeerSelectionConfig(n_peers=np.int64(5)).n_peers == 5  # type: ignore[arg-type]  # a sweep's value
 
 
 def test_every_id_states_its_episode_length_and_the_time_limit_never_cuts_first() -> None:

@@ -202,7 +202,7 @@ def test_route_marks_stays_and_every_round_of_a_repeated_hop() -> None:
     texts = [t.get_text() for t in plots.route(rec).texts]
     assert "×3" in texts and "1,4" in texts and "3" in texts
     ax = plots.route(rec)
-    markers = {c.get_paths()[0].vertices.shape[0] for c in ax.collections}
+    markers = {np.asarray(c.get_paths()[0].vertices).shape[0] for c in ax.collections}
     assert len(markers) == 1  # peers 8 and 9 are discs like the others, not squares
 
 
@@ -217,8 +217,9 @@ def test_accuracy_vs_cost_draws_a_policy_that_stays_as_a_point(records: dict[str
     still = [EpisodeRecord.from_dict({**r.to_dict(), "hop_costs": [0.0] * len(r.hop_costs)}) for r in records["random"]]
     ax = plots.accuracy_vs_cost({"greedy": records["greedy"], "still": still})
     assert "still (hardly moves: its final means)" in legend_labels(ax)
-    point = next(line for line in ax.get_lines() if line.get_label().startswith("still"))
-    assert len(point.get_xdata()) == 1 and point.get_xdata()[0] == 0  # type: ignore[arg-type]
+    point = next(line for line in ax.get_lines() if str(line.get_label()).startswith("still"))
+    xs = np.asarray(point.get_xdata(), dtype=float)
+    assert xs.size == 1 and xs[0] == 0
     # The curves are the best accuracy so far: they never go down.
     bold = next(line for line in ax.get_lines() if line.get_label() == "greedy")
     assert np.all(np.diff(np.asarray(bold.get_ydata(), dtype=float)) >= 0)

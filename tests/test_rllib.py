@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from hlgym import train
+from hlgym import options, train
 from hlgym.agents.attention import PeerSetAgent, PeerSetNet
 from hlgym.runs import RunFolder, read_episodes
 from tests.conftest import tiny_overrides
@@ -105,13 +105,13 @@ def test_the_rllib_backends_saved_policy_evaluates_without_ray(tmp_path: Path) -
 )
 def test_bad_rllib_options_name_the_option_and_what_is_accepted(argv: list[str], message: str) -> None:
     with pytest.raises(SystemExit, match=message):
-        train.resolve(train.parse_args(argv))
+        train.resolve(options.parse_args(argv))
 
 
 @pytest.mark.skipif(RAY, reason="Ray is installed here")
 def test_without_ray_the_backend_says_how_to_install_it() -> None:
     with pytest.raises(SystemExit, match=r"--backend rllib needs Ray.*pip install -c constraints-ray\.txt"):
-        train.resolve(train.parse_args(["--backend", "rllib"]))
+        train.resolve(options.parse_args(["--backend", "rllib"]))
 
 
 def test_checkpoint_folders_are_complete_before_the_manifest_names_them(tmp_path: Path) -> None:

@@ -372,7 +372,7 @@ def test_every_transfer_mode_runs_in_every_scenario(scenario: str, transfer: str
             "hlgym/DomainShift-v0",
             "peer_domains",
             [0, 15, 30, 45, 60] * 2,
-            ["domain 0: peers 0, 5", "domain 60: peers 4, 9"],
+            ["0°: peers 0, 5", "60°: peers 4, 9"],
         ),
         (
             "hlgym/ModalityExperts-v0",

@@ -14,7 +14,7 @@ import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env
 
-from hlgym import train
+from hlgym import options, train
 from hlgym.agents.attention import PeerSetNet
 from hlgym.envs import (
     BatchedPeerSelectionVectorEnv,
@@ -211,10 +211,10 @@ def test_one_key_of_the_spec_changes_from_the_command_line_or_make() -> None:
     env = gym.make(ENV, **overrides)
     _, info = env.reset(seed=0)
     assert info["task"]["family"] == "hl_skew_20" and info["n_peers"] == 20
-    _, config, _ = train.resolve(train.parse_args(["--env", ENV, "--env-kwargs", "tasks.split=held_out"]))
+    _, config, _ = train.resolve(options.parse_args(["--env", ENV, "--env-kwargs", "tasks.split=held_out"]))
     assert config.tasks is not None and config.tasks.split == "held_out"
     with pytest.raises(SystemExit, match=r"'tasks\.spilt' is not a key of tasks; accepted: max_peers, split"):
-        train.resolve(train.parse_args(["--env", ENV, "--env-kwargs", "tasks.spilt=held_out"]))
+        train.resolve(options.parse_args(["--env", ENV, "--env-kwargs", "tasks.spilt=held_out"]))
     with pytest.raises(ValueError, match=r"tasks\.split='held_out' is not accepted: the config has no tasks"):
         PeerSelectionConfig().replace(**{"tasks.split": "held_out"})
 

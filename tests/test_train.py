@@ -14,8 +14,9 @@ import pytest
 from scipy import stats
 
 from hlgym import options, train
+from hlgym.options import Args, parse_args
 from hlgym.runs import RunFolder, reduction
-from hlgym.train import Args, load_hyperparams, parse_args, resolve
+from hlgym.train import load_hyperparams, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,8 @@ def test_hyperparams_ship_with_the_package() -> None:
 def test_a_missing_entry_uses_the_defaults_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     args, _, hp = resolve(Args(algo="a2c", env="hlgym/DomainShift-v1"))
     assert "hyperparams/a2c.yml has no entry for hlgym/DomainShift-v1: using the defaults" in capsys.readouterr().out
-    assert (args.timesteps, args.n_envs, args.policy, hp) == (train.DEFAULT_TIMESTEPS, train.DEFAULT_N_ENVS, "mlp", {})
+    defaults: tuple[object, ...] = (options.DEFAULT_TIMESTEPS, options.DEFAULT_N_ENVS, "mlp", {})
+    assert (args.timesteps, args.n_envs, args.policy, hp) == defaults
     args, _, hp = resolve(Args(algo="ppo"))
     assert capsys.readouterr().out == ""
     assert args.policy == "attention" and hp["n_steps"] == 128 and "n_timesteps" not in hp
