@@ -33,7 +33,7 @@ from hlgym.agents.attention import PeerSetAgent
 from hlgym.agents.baselines import LookaheadAgent, StayAgent
 from hlgym.agents.hl_dqn import HLDQNAgent
 from hlgym.agents.oracle import OracleAgent
-from hlgym.envs import PRESETS, PeerSelectionConfig
+from hlgym.envs import PRESETS, PeerSelectionConfig, registration
 from hlgym.envs.config import parse_overrides, parse_pairs
 from hlgym.envs.datasets import DataNotFoundError
 from hlgym.options import (
@@ -214,7 +214,7 @@ def check_env(env_id: str, config: PeerSelectionConfig) -> None:
     split that asks for more samples than the data set has, a device the data cannot move
     to: the env checks them at construction) fails as one line before the run folder exists."""
     try:
-        gym.make(env_id, config=config).close()
+        registration.make(env_id, config).close()
     except DataNotFoundError as exc:
         raise SystemExit(f"--env {env_id}: {exc}") from None
     except (ValueError, TypeError, RuntimeError) as exc:
@@ -385,7 +385,7 @@ def train_rllib(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run
 def train_hl_dqn(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: RunFolder) -> Agent:
     """Train (or resume) the reference's DQN; returns it as an Agent (greedy)."""
     assert args.timesteps is not None
-    env = gym.make(args.env, config=config)
+    env = registration.make(args.env, config)
     if args.resume and run.hl_dqn_checkpoint.exists():
         agent = HLDQNAgent.load(run.hl_dqn_checkpoint)
         log = run.episode_log(keep=agent.episodes, env_id=args.env)
@@ -684,7 +684,7 @@ def _train_and_evaluate(
 
 def evaluate_all(args: Args, config: PeerSelectionConfig, policies: Mapping[str, Agent]) -> dict[str, Evaluation]:
     """Every policy on the same ``args.eval_episodes`` held-out episodes of ``config``'s env."""
-    env = gym.make(args.env, config=config)
+    env = registration.make(args.env, config)
     try:
         out = {}
         for name, agent in policies.items():

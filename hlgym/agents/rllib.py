@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from hlgym.agents.attention import PeerSetAgent, PeerSetNet
 from hlgym.agents.sb3 import TENSORBOARD_KEYS
-from hlgym.envs import PeerSelectionConfig
+from hlgym.envs import PeerSelectionConfig, registration, threads
 from hlgym.records import EpisodeOutcome
 from hlgym.runs import EpisodeLog, RunFolder
 
@@ -118,7 +118,9 @@ def make_env(env_config: Mapping[str, Any]) -> gym.Env[dict[str, Any], int]:
     import hlgym  # noqa: F401  (registers the ids in an env runner's process)
 
     config = PeerSelectionConfig.from_dict(env_config["config"])
-    return MaskedPeerObservation(gym.make(env_config["env_id"], config=config))
+    if config.threads == threads.AUTO and getattr(env_config, "worker_index", 0) > 0:
+        config = config.replace(threads=1)  # an env runner: one of several processes on the cores
+    return MaskedPeerObservation(registration.make(env_config["env_id"], config))
 
 
 class PeerAttentionRLModule(TorchRLModule, ValueFunctionAPI):  # type: ignore[misc]

@@ -24,7 +24,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from hlgym.agents.attention import PeerAttentionPolicy, best_online_peer
-from hlgym.envs import PeerSelectionConfig
+from hlgym.envs import PeerSelectionConfig, registration
 from hlgym.envs.vector import BatchedPeerSelection, EnvCopy, check_copy_method
 from hlgym.records import EpisodeOutcome
 from hlgym.runs import EpisodeLog, RunFolder
@@ -187,7 +187,7 @@ def make_vec_env(env_id: str, config: PeerSelectionConfig, n_envs: int, seed: in
     if n_envs > 1 and config.tasks is None:
         base = BatchedPeerSelectionVecEnv(config, n_envs)
     else:  # one copy, or a task distribution (whose copies differ in size: no batched engine)
-        base = DummyVecEnv([lambda: gym.make(env_id, config=config)] * n_envs)
+        base = DummyVecEnv([lambda: registration.make(env_id, config)] * n_envs)
     venv = VecMonitor(base)
     venv.seed(seed)
     return venv

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hlgym.envs import components, observation
+from hlgym.envs import components, observation, threads
 from hlgym.envs.checks import choice, fail, flag, integer, real
 from hlgym.envs.components import ComponentFields, ComponentRef
 from hlgym.envs.datasets import DATASETS
@@ -57,6 +57,11 @@ class PeerSelectionConfig(ComponentFields):
     # --- execution -------------------------------------------------------------------------
     device: str = "cpu"
     """Torch device of data and models, e.g. ``"cpu"`` or ``"cuda"``."""
+    threads: int | str = "auto"
+    """Intra-op threads of the env's own compute, set only while its reset and step run:
+    ``"auto"`` (one for the MLP models; the CNN on torch's setting, one in a vector env's
+    worker process; :mod:`hlgym.envs.threads`) or an integer >= 1. Results do not depend on
+    it beyond float rounding."""
 
     def __post_init__(self) -> None:
         for f in fields(self):  # NumPy scalars (a parameter sweep's values) held as Python's: plain JSON
@@ -267,6 +272,9 @@ def _validate(cfg: PeerSelectionConfig) -> None:
         integer(cfg, "eval_samples", 1)
     components.validate(cfg)
     _validate_tasks(cfg)
+    n = cfg.threads
+    if n != threads.AUTO and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        fail("threads", n, "'auto' or an integer >= 1")
     try:
         torch.device(cfg.device)
     except (RuntimeError, TypeError):

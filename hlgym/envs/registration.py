@@ -184,3 +184,10 @@ def register_envs() -> None:
                 max_episode_steps=config.max_episode_steps(),
                 kwargs={"config": config.to_dict(changed_only=True)},
             )
+
+
+def make(env_id: str, config: PeerSelectionConfig, **kwargs: Any) -> gym.Env[Any, Any]:
+    """``gymnasium.make(env_id, config=config)`` with the ``TimeLimit`` at ``config``'s own
+    episode length (a ``max_rounds`` changed by ``--env-kwargs`` would otherwise be cut at
+    the id's registered ``max_episode_steps``): how hlgym's own code builds a config's env."""
+    return gym.make(env_id, config=config, max_episode_steps=config.max_episode_steps(), **kwargs)

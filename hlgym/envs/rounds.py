@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hlgym.envs import components
+from hlgym.envs import components, threads
 from hlgym.envs.config import PeerSelectionConfig
 from hlgym.envs.datasets import DeviceData
 from hlgym.envs.episode import Episode, ProbeStats, ResetNeededError, StepResult
@@ -92,6 +92,9 @@ class RoundRunner:
             raise ValueError(f"the episodes use {offset} model slots but the model work has {models.n_slots}")
         self.last_timing: dict[str, float] = {}
         self.heap = HeapTrim()
+        first = self.episodes[0].config
+        self.threads = threads.count(first.threads, first.model)
+        """The intra-op threads of this runner's compute (None: torch's; hlgym.envs.threads)."""
 
     # ------------------------------------------------------------------ phases
 
@@ -102,6 +105,15 @@ class RoundRunner:
         options: Sequence[dict[str, Any] | None],
     ) -> list[tuple[np.ndarray, dict[str, Any]]]:
         """Start new episodes in ``indices`` from their RNGs; returns their ``(obs, info)``."""
+        with threads.limited(self.threads):
+            return self._reset(indices, rngs, options)
+
+    def _reset(
+        self,
+        indices: Sequence[int],
+        rngs: Sequence[np.random.Generator],
+        options: Sequence[dict[str, Any] | None],
+    ) -> list[tuple[np.ndarray, dict[str, Any]]]:
         if len(indices) == 0:
             return []
         start = time.perf_counter()
@@ -129,6 +141,10 @@ class RoundRunner:
         """One round in each episode of ``indices``; returns their step tuples."""
         if len(indices) != len(actions):
             raise ValueError(f"{len(actions)} actions for {len(indices)} episodes; accepted: one action per episode")
+        with threads.limited(self.threads):
+            return self._step(indices, actions)
+
+    def _step(self, indices: Sequence[int], actions: Sequence[Any]) -> list[StepResult]:
         if len(indices) == 0:
             return []
         start = time.perf_counter()
@@ -173,7 +189,8 @@ class RoundRunner:
     def full_test_accuracy(self, index: int) -> float:
         """Accuracy of episode ``index``'s current model on the whole test set."""
         episode = self._begun(index, "full_test_accuracy()")
-        _, hits = self.models.per_sample_loss([self._scored(index)], episode.data.x_test, episode.data.y_test)
+        with threads.limited(self.threads):
+            _, hits = self.models.per_sample_loss([self._scored(index)], episode.data.x_test, episode.data.y_test)
         return float(hits[0].mean())
 
     def module(self, index: int, peer: int | None = None) -> nn.Module:
