@@ -155,6 +155,14 @@ class Args:
             samples on the driver. --n-envs still sets the batch: n_steps * n_envs steps per update."""
         ),
     )
+    rllib_sample_timeout: float | None = field(
+        default=None,
+        metadata=_help(
+            """--backend rllib: seconds RLlib waits for an env runner's rollout fragment. Default: 3
+            times the fragment's steps at the env's step time measured before training, at least
+            60 (RLlib's own)."""
+        ),
+    )
     ray_address: str | None = field(
         default=None,
         metadata=_help(

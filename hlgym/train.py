@@ -284,6 +284,9 @@ def _check_rllib(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) ->
         )
     if args.num_env_runners < 0:
         raise SystemExit(f"--num-env-runners {args.num_env_runners} is not accepted; accepted: an integer >= 0")
+    timeout = args.rllib_sample_timeout
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise SystemExit(f"--rllib-sample-timeout {timeout} is not accepted; accepted: a number of seconds > 0")
     if args.evaluate_model is not None:
         return  # a saved model.pt is evaluated without Ray
     if importlib.util.find_spec("ray") is None:
@@ -354,6 +357,12 @@ def train_rllib(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run
     manifest = run.latest_checkpoint() if args.resume else None
     hp = dict(hp)
     net_kwargs = hp.pop("policy_kwargs", None)
+    timeout = args.rllib_sample_timeout
+    if timeout is None:  # sized from this env's step time (a full-fidelity HL step passes RLlib's 60 s)
+        batch = rllib.rllib_hyperparams(hp, args.n_envs)["train_batch_size_per_learner"]
+        step_s = rllib.measure_step_s(args.env, config)
+        timeout = rllib.sample_timeout_s(step_s, rllib.fragment_steps(batch, args.num_env_runners))
+        print(f"rllib: sample_timeout_s {timeout:.0f} (a step took {step_s * 1000:.0f} ms here)")
     cfg = rllib.ppo_config(  # resolve checked the hyperparameters
         args.env,
         config,
@@ -362,6 +371,7 @@ def train_rllib(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run
         num_env_runners=args.num_env_runners,
         seed=args.seed if manifest is None else resume_seed(args.seed, int(manifest["timesteps"])),
         net_kwargs=net_kwargs,
+        sample_timeout=timeout,
     )
     log = run.episode_log(keep=None if manifest is None else int(manifest["episodes"]), env_id=args.env)
     if manifest is not None:

@@ -255,3 +255,39 @@ def test_rllib_trains_on_a_task_distribution(tmp_path: Path) -> None:
     )
     assert "ppo" in results and set(RunFolder(out).read_results()["families"]) == {"dir6"}
     assert read_episodes(out)
+
+
+SLOW = '{"name": "tests.slow_component:SlowRounds", "seconds": 0.05}'
+
+
+@needs_ray
+def test_the_sample_timeout_grows_with_the_step_time() -> None:
+    from hlgym.agents import rllib
+    from hlgym.envs import PRESETS
+
+    assert rllib.fragment_steps(256, 2) == 128 and rllib.fragment_steps(256, 0) == 256
+    assert rllib.sample_timeout_s(0.001, 128) == rllib.MIN_SAMPLE_TIMEOUT_S  # never below RLlib's own
+    assert rllib.sample_timeout_s(0.5, 128) == pytest.approx(3 * 0.5 * 128)  # a full-fidelity HL step: 192 s
+    config = PRESETS[ENV].replace(max_rounds=4, components=[json.loads(SLOW)])
+    assert rllib.measure_step_s(ENV, config) >= 0.05  # the slow rounds are measured
+
+
+@needs_ray
+def test_env_runners_that_miss_the_timeout_stop_the_run_with_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ray's workers import the slow component from the checkout (the driver's path).
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).resolve().parents[1]), *sys.path]))
+    argv = [
+        *("--backend", "rllib", "--num-env-runners", "1", "--n-envs", "1", "--timesteps", "128"),
+        *("--rllib-sample-timeout", "0.01", "--eval-episodes", "1", "--out", str(tmp_path / "run"), "--no-progress"),
+        *("--env-kwargs", *_tiny_kwargs(), f"components=[{SLOW}]"),
+    ]
+    with pytest.raises(RuntimeError, match=r"returned no samples in 5 iterations in a row.*--rllib-sample-timeout"):
+        train.main(argv)
+    assert not (tmp_path / "run").exists()  # it had saved nothing: the folder is gone
+
+
+def test_a_bad_sample_timeout_is_refused() -> None:
+    with pytest.raises(SystemExit, match=r"--rllib-sample-timeout 0.0 is not accepted; accepted: a number of seconds"):
+        train.resolve(options.parse_args(["--backend", "rllib", "--rllib-sample-timeout", "0"]))

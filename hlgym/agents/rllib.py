@@ -29,6 +29,7 @@ This module imports Ray: only ``hlgym-train --backend rllib`` loads it (the ``ra
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,15 @@ HYPERPARAMS = {
 # The episode totals an env runner sends (EpisodeOutcome.from_final_info reads them; and
 # "goal" where the info has one, a task distribution's per-task goal).
 INFO_KEYS = ("round", "comm_cost", "bytes_sent", "accuracy")
+# RLlib waits sample_timeout_s (60 s by default) for its env runners' rollout fragments and
+# returns an iteration without their samples when they come late: a full-fidelity HL step
+# (0.3-0.6 s) times a 128-step fragment passes 60 s on an idle machine, a loaded one sooner.
+# The timeout is sized from the env's step time measured before training, with this margin.
+MIN_SAMPLE_TIMEOUT_S = 60.0
+TIMEOUT_MARGIN = 3.0
+# Iterations in a row without a sample before the run stops with a message (each one already
+# waited sample_timeout_s): a runner that is slow once is waited for, one that never keeps up is not.
+MAX_EMPTY_ITERATIONS = 5
 
 
 class MaskedPeerObservation(gym.ObservationWrapper[dict[str, Any], int, np.ndarray]):
@@ -211,6 +221,7 @@ def ppo_config(
     num_env_runners: int,
     seed: int,
     net_kwargs: Mapping[str, int] | None = None,
+    sample_timeout: float | None = None,
 ) -> PPOConfig:
     """RLlib's PPO config for ``env_id`` with ``config``.
 
@@ -222,18 +233,55 @@ def ppo_config(
         num_env_runners: Env runners (one env and one CPU each); 0 samples on the driver.
         seed: Env runner i seeds its env with ``seed + i`` at its first reset (RLlib's rule).
         net_kwargs: PeerSetNet's ``d_model``, ``n_heads``, ``n_layers`` (its defaults if None).
+        sample_timeout: [s] RLlib's ``sample_timeout_s`` (see :func:`sample_timeout_s`);
+            None: RLlib's own (60 s).
     """
     register_env(ENV_NAME, make_env)
     return (
         PPOConfig()
         .environment(ENV_NAME, env_config={"env_id": env_id, "config": config.to_dict()})
-        .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=1, num_cpus_per_env_runner=1)
+        .env_runners(
+            num_env_runners=num_env_runners,
+            num_envs_per_env_runner=1,
+            num_cpus_per_env_runner=1,
+            **({} if sample_timeout is None else {"sample_timeout_s": float(sample_timeout)}),
+        )
         .learners(num_learners=0)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=PeerAttentionRLModule, model_config=dict(net_kwargs or {})))
         .training(**rllib_hyperparams(hp, n_envs))
         .callbacks(EpisodeOutcomes)
         .debugging(seed=seed)
     )
+
+
+def fragment_steps(train_batch: int, num_env_runners: int) -> int:
+    """The env steps one env runner samples per iteration (RLlib's ``"auto"`` rollout
+    fragment: the batch shared among the runners; the driver samples it all with none)."""
+    return -(-train_batch // max(1, num_env_runners))
+
+
+def sample_timeout_s(step_s: float, fragment: int) -> float:
+    """[s] How long RLlib waits for a rollout fragment of ``fragment`` steps of ``step_s``
+    seconds each: :data:`TIMEOUT_MARGIN` times that, at least :data:`MIN_SAMPLE_TIMEOUT_S`."""
+    return max(MIN_SAMPLE_TIMEOUT_S, TIMEOUT_MARGIN * step_s * fragment)
+
+
+def measure_step_s(env_id: str, config: PeerSelectionConfig, steps: int = 3) -> float:
+    """[s] The median of ``steps`` env steps of ``config`` in this process (after a reset)."""
+    env = registration.make(env_id, config)
+    try:
+        env.reset(seed=0)
+        n = int(env.action_space.n)  # type: ignore[attr-defined]
+        times = []
+        for k in range(steps):
+            start = time.perf_counter()
+            _, _, terminated, truncated, _ = env.step(k % n)
+            times.append(time.perf_counter() - start)
+            if terminated or truncated:
+                env.reset()
+        return float(np.median(times))
+    finally:
+        env.close()
 
 
 def _start_ray(address: str | None, num_env_runners: int) -> bool:
@@ -292,13 +340,24 @@ def train(
         tb = SummaryWriter(str(run.tensorboard / "rllib"))
         last_ckpt = steps
         bar = tqdm(total=timesteps, initial=min(steps, timesteps), disable=not progress, unit="step")
+        empty = 0
         try:
             while steps < timesteps:
                 result = algo.train()
-                sampled = int(result["env_runners"]["num_env_steps_sampled"])
+                # An iteration whose runners missed the timeout has no "env_runners" entry.
+                runners = result.get("env_runners") or {}
+                sampled = int(runners.get("num_env_steps_sampled") or 0)
+                empty = 0 if sampled else empty + 1
+                if empty >= MAX_EMPTY_ITERATIONS:
+                    raise RuntimeError(
+                        f"RLlib's env runners returned no samples in {empty} iterations in a row, each after "
+                        f"waiting sample_timeout_s={cfg.sample_timeout_s:.0f} s: they are slower than the step time "
+                        "measured before training (a loaded machine or cluster). Raise --rllib-sample-timeout, or "
+                        "run fewer --num-env-runners than there are free cores"
+                    )
                 steps += sampled
                 bar.update(min(sampled, timesteps - bar.n))
-                for totals in result["env_runners"].get("hlgym", {}).get("episodes", []):
+                for totals in runners.get("hlgym", {}).get("episodes", []):
                     info = {key: totals[key] for key in (*INFO_KEYS, "goal") if key in totals}
                     row = log.append(steps, EpisodeOutcome.from_final_info(info, totals["return"], goal))
                     for key in TENSORBOARD_KEYS:
