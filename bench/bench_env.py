@@ -6,6 +6,7 @@ several n_envs, and memory across resets.
     python bench/bench_env.py --steps 200 --json bench/results.json
     python bench/bench_env.py --n-envs 2 4 8 16    # the vector-env table at these sizes
     python bench/bench_env.py --transfer           # only: step time of every transfer mode
+    python bench/bench_env.py --tasks              # only: TaskDistribution-v1 batched against DummyVecEnv
     python bench/bench_env.py --scenarios [ID ...] # only: step time of the scenario ids (or those named)
     python bench/bench_env.py --memory             # only: 8 batched HL-FashionMNIST copies over
                                                    # resets, the heap trim on and off
@@ -35,7 +36,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 import hlgym
 from hlgym.agents.sb3 import BatchedPeerSelectionVecEnv
-from hlgym.envs import PRESETS, DataNotFoundError, Episode, PeerSelectionEnv
+from hlgym.envs import PRESETS, DataNotFoundError, Episode, PeerSelectionEnv, TaskDistributionEnv
 from hlgym.envs.components.transfer import TRANSFERS
 from hlgym.envs.rounds import PHASES  # the keys of the envs' last_timing
 
@@ -209,19 +210,21 @@ def bench_vec(env_id: str, n_envs: int, steps: int, blocks: int = 2, **overrides
         Both rates, the speed-up, and the batched env's GFLOP/s and phase medians [ms per env-step].
     """
     cfg = PRESETS[env_id].replace(**overrides)
-    dummy = DummyVecEnv([lambda: PeerSelectionEnv(cfg) for _ in range(n_envs)])
+    lone = TaskDistributionEnv if cfg.tasks is not None else PeerSelectionEnv  # a task distribution's copies
+    dummy = DummyVecEnv([lambda: lone(cfg) for _ in range(n_envs)])
     batched = BatchedPeerSelectionVecEnv(cfg, n_envs)
+    n_actions = int(batched.action_space.n)  # type: ignore[attr-defined]
     times: dict[str, list[float]] = {"dummy": [], "batched": []}
     phases: dict[str, list[float]] = {k: [] for k in PHASES}
     venvs: dict[str, VecEnv] = {"dummy": dummy, "batched": batched}
     for venv in venvs.values():
         venv.seed(0)
         venv.reset()
-        _time_vec(venv, 1, np.random.default_rng(0), cfg.n_peers)  # warm-up
+        _time_vec(venv, 1, np.random.default_rng(0), n_actions)  # warm-up
     for block in range(blocks):
         for name, venv in venvs.items():
             record = phases if venv is batched else None
-            times[name] += _time_vec(venv, steps, np.random.default_rng(block), cfg.n_peers, record)
+            times[name] += _time_vec(venv, steps, np.random.default_rng(block), n_actions, record)
     # The batched env's arithmetic per vector step: every copy trains at a peer of equal data.
     copy = batched.envs[0]
     per_sample = forward_flops(copy.model, copy.episode.data.input_shape)
@@ -369,6 +372,9 @@ def main() -> None:
     parser.add_argument("--json", default="bench/results.json", help="where to write the figures")
     parser.add_argument("--transfer", action="store_true", help="only time every transfer mode (alone and batched)")
     parser.add_argument(
+        "--tasks", action="store_true", help="only: TaskDistribution-v1 in DummyVecEnv against the batched engine"
+    )
+    parser.add_argument(
         "--scenarios",
         nargs="*",
         metavar="ID",
@@ -388,6 +394,19 @@ def main() -> None:
         path = Path(args.json).with_name("memory.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"meta": meta, "machine": platform.processor(), "rows": rows}, indent=2) + "\n")
+        print(f"wrote {path}")
+        return
+    if args.tasks:
+        rows = [bench_vec("hlgym/TaskDistribution-v1", n, 10 * args.vec_steps) for n in args.n_envs]
+        print("TaskDistribution-v1, env steps/s: n_envs, DummyVecEnv of TaskDistributionEnv, batched, speed-up")
+        for row in rows:
+            print(
+                f"  {row['n_envs']}: {row['dummy_env_steps_per_s']:.0f}, {row['batched_env_steps_per_s']:.0f}, "
+                f"{row['speedup']:.2f}x"
+            )
+        path = Path(args.json).with_name("tasks_vec.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"hlgym": hlgym.__version__, "rows": rows}, indent=2) + "\n")
         print(f"wrote {path}")
         return
     if args.transfer or args.scenarios is not None:

@@ -143,7 +143,7 @@ def test_bad_task_specs_name_the_key_and_what_is_accepted(change: dict[str, Any]
 def test_single_task_envs_refuse_a_task_spec() -> None:
     with pytest.raises(ValueError, match=r"tasks is not accepted by PeerSelectionEnv"):
         PeerSelectionEnv(tasks=SMALL)
-    with pytest.raises(ValueError, match=r"tasks is not accepted by the batched engine"):
+    with pytest.raises(ValueError, match=r"tasks is not accepted by BatchedPeerSelection \(one task\)"):
         BatchedPeerSelectionVectorEnv(2, config=PeerSelectionConfig(tasks=TaskSpec.from_dict(SMALL)))
     with pytest.raises(ValueError, match=r"tasks=None is not accepted by TaskDistributionEnv"):
         TaskDistributionEnv()

@@ -25,7 +25,8 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 from hlgym.agents.attention import PeerAttentionPolicy, best_online_peer
 from hlgym.envs import PeerSelectionConfig, registration
-from hlgym.envs.vector import BatchedPeerSelection, EnvCopy, check_copy_method
+from hlgym.envs.config import make_config
+from hlgym.envs.vector import BatchedPeerSelection, BatchedTaskDistribution, EnvCopy, check_copy_method
 from hlgym.records import EpisodeOutcome
 from hlgym.runs import EpisodeLog, RunFolder
 
@@ -47,7 +48,9 @@ class BatchedPeerSelectionVecEnv(VecEnv):
     """Stable-Baselines3 ``VecEnv`` of ``n_envs`` :class:`~hlgym.envs.PeerSelectionEnv` copies
     whose inner models train and evaluate in batched calls (:mod:`hlgym.envs.vector`).
 
-    It behaves as ``DummyVecEnv([lambda: PeerSelectionEnv(config)] * n_envs)``: the same seeds
+    It behaves as ``DummyVecEnv([lambda: PeerSelectionEnv(config)] * n_envs)`` (with ``tasks``
+    in the config, as ``TaskDistributionEnv`` copies: each draws its own tasks,
+    :class:`~hlgym.envs.vector.BatchedTaskDistribution`): the same seeds
     (``seed(s)`` gives copy ``i`` the seed ``s + i``) give the same trajectories up to float
     rounding; a finished copy resets in the same step, with the last observation in
     ``info["terminal_observation"]`` and ``info["TimeLimit.truncated"]`` set as SB3 expects.
@@ -77,12 +80,15 @@ class BatchedPeerSelectionVecEnv(VecEnv):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.engine = BatchedPeerSelection(config, n_envs, render_mode, **overrides)
+        cfg = make_config(config, **overrides)
+        # A task distribution's copies draw their own tasks (BatchedTaskDistribution); one task's share the config.
+        engine = BatchedTaskDistribution if cfg.tasks is not None else BatchedPeerSelection
+        self.engine: BatchedPeerSelection | BatchedTaskDistribution = engine(cfg, n_envs, render_mode)
         self._actions: list[Any] = []
         super().__init__(self.engine.n_envs, self.engine.observation_space, self.engine.action_space)
 
     @property
-    def envs(self) -> list[EnvCopy]:
+    def envs(self) -> Sequence[EnvCopy]:
         """The copies (read-only handles)."""
         return self.engine.copies
 
@@ -180,13 +186,13 @@ def make_vec_env(env_id: str, config: PeerSelectionConfig, n_envs: int, seed: in
 
     More than one copy: a :class:`BatchedPeerSelectionVecEnv`, whose copies'
     models train and evaluate in batched calls (same trajectories as a ``DummyVecEnv``, up to
-    float rounding; docs/speed.md). One copy: ``gym.make(env_id, config=config)`` in a
-    ``DummyVecEnv``.
+    float rounding; docs/speed.md), a task distribution's too. One copy: the registered env in
+    a ``DummyVecEnv``.
     """
     base: VecEnv
-    if n_envs > 1 and config.tasks is None:
+    if n_envs > 1:
         base = BatchedPeerSelectionVecEnv(config, n_envs)
-    else:  # one copy, or a task distribution (whose copies differ in size: no batched engine)
+    else:
         base = DummyVecEnv([lambda: registration.make(env_id, config)] * n_envs)
     venv = VecMonitor(base)
     venv.seed(seed)

@@ -17,10 +17,65 @@ from hlgym.envs.peer_selection import PeerSelectionEnv
 from hlgym.envs.render import RENDER_MODES, check_render_mode
 from hlgym.envs.tasks import TaskFamily, TaskSpec
 
-__all__ = ["PRESENT", "TaskDistributionEnv"]
+__all__ = ["PRESENT", "TaskDistributionEnv", "draw_task", "pad_mask", "pad_rows", "task_action", "task_info"]
 
 PRESENT = "present"
 """The observation's last column: 1 on a peer of the task, 0 on the padding rows."""
+
+
+def draw_task(
+    spec: TaskSpec, families: tuple[TaskFamily, ...], rng: np.random.Generator
+) -> tuple[TaskFamily, dict[str, Any], str, int]:
+    """A reset's draws, in order: a family (uniformly), its task's fields, then the seed of
+    the task's episode; returns them with the task's key (:meth:`TaskSpec.key`)."""
+    family = families[int(rng.integers(len(families)))]
+    fields = family.draw(rng)
+    return family, fields, spec.key(family, fields), int(rng.integers(2**31 - 1))
+
+
+def pad_rows(obs: np.ndarray, max_peers: int) -> np.ndarray:
+    """A task's observation as ``max_peers`` rows, with the :data:`PRESENT` column last."""
+    out = np.zeros((max_peers, obs.shape[1] + 1), dtype=np.float32)
+    out[: obs.shape[0], :-1] = obs
+    out[: obs.shape[0], -1] = 1.0
+    return out
+
+
+def pad_mask(mask: np.ndarray | None, max_peers: int) -> np.ndarray:
+    """A task's action mask padded with False to ``max_peers`` (all False for None)."""
+    out = np.zeros(max_peers, dtype=bool)
+    if mask is not None:
+        out[: mask.size] = mask
+    return out
+
+
+def task_info(
+    info: dict[str, Any], mask: np.ndarray, task: dict[str, Any], config: PeerSelectionConfig, absent: bool = False
+) -> dict[str, Any]:
+    """The task env's ``info`` with the padded ``mask``, the ``task``, its ``n_peers`` and
+    ``goal``, and whether the action named a padding row."""
+    return {
+        **info,
+        "action_mask": mask,
+        "task": dict(task),
+        "n_peers": config.n_peers,
+        "goal": config.goal,
+        "absent_peer": absent,
+    }
+
+
+def task_action(action: Any, max_peers: int, n_peers: int, holder: int) -> tuple[int, bool]:
+    """The task's peer for ``action`` and whether it named a padding row (then the holder:
+    the model stays, a legal action).
+
+    Raises:
+        ValueError: If ``action`` is no integer in ``[0, max_peers)``.
+    """
+    value = np.asarray(action)
+    if value.size != 1 or not np.issubdtype(value.dtype, np.integer) or not 0 <= int(value.reshape(())) < max_peers:
+        raise ValueError(f"action={action!r} is not accepted; accepted: an integer peer index in [0, {max_peers - 1}]")
+    peer = int(value.reshape(()))
+    return (holder, True) if peer >= n_peers else (peer, False)
 
 
 class TaskDistributionEnv(EpisodeView, gym.Env[np.ndarray, np.int64]):
@@ -108,15 +163,13 @@ class TaskDistributionEnv(EpisodeView, gym.Env[np.ndarray, np.int64]):
             options: Not used; must be None or empty.
         """
         super().reset(seed=seed)
-        family = self.families[int(self.np_random.integers(len(self.families)))]
-        fields = family.draw(self.np_random)
-        key = self.spec_tasks.key(family, fields)
+        family, fields, key, task_seed = draw_task(self.spec_tasks, self.families, self.np_random)
         self.task = {"family": family.name, **fields}
         try:  # the data may not serve a task (a partition asking for more samples than there are)
             if key not in self._envs:
                 self._envs[key] = PeerSelectionEnv(self.config.replace(tasks=None, **fields), self.render_mode)
             self._env = self._envs[key]
-            obs, info = self._env.reset(seed=int(self.np_random.integers(2**31 - 1)), options=options)
+            obs, info = self._env.reset(seed=task_seed, options=options)
         except ValueError as exc:
             raise ValueError(f"tasks family {family.name!r}, task {fields}: {exc}") from exc
         return self._pad(obs), self._info(info)
@@ -124,16 +177,11 @@ class TaskDistributionEnv(EpisodeView, gym.Env[np.ndarray, np.int64]):
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Send the model to peer ``action`` of the current task (see PeerSelectionEnv.step)."""
         env = self._current()
-        value = np.asarray(action)
-        m = self.spec_tasks.max_peers
-        if value.size != 1 or not np.issubdtype(value.dtype, np.integer) or not 0 <= int(value.reshape(())) < m:
-            raise ValueError(f"action={action!r} is not accepted; accepted: an integer peer index in [0, {m - 1}]")
-        peer = int(value.reshape(()))
         # A padding row's index (an unmasked policy may sample it) keeps the model where it is:
         # the holder's own index, a legal action; info["absent_peer"] tells it apart.
-        absent = peer >= env.config.n_peers
-        obs, reward, terminated, truncated, info = env.step(env.route[-1] if absent else peer)
-        return self._pad(obs), reward, terminated, truncated, {**self._info(info), "absent_peer": absent}
+        peer, absent = task_action(action, self.spec_tasks.max_peers, env.config.n_peers, env.route[-1])
+        obs, reward, terminated, truncated, info = env.step(peer)
+        return self._pad(obs), reward, terminated, truncated, self._info(info, absent)
 
     def render(self) -> str | np.ndarray | None:
         """The current task's render (see PeerSelectionEnv.render)."""
@@ -144,11 +192,7 @@ class TaskDistributionEnv(EpisodeView, gym.Env[np.ndarray, np.int64]):
     def action_masks(self) -> np.ndarray:
         """The task's online peers, padded with False to ``max_peers``; all False before
         the first reset."""
-        mask = np.zeros(self.spec_tasks.max_peers, dtype=bool)
-        if self._env is not None:
-            inner = self._env.action_masks()
-            mask[: inner.size] = inner
-        return mask
+        return pad_mask(None if self._env is None else self._env.action_masks(), self.spec_tasks.max_peers)
 
     def full_test_accuracy(self) -> float:
         """The current task's model on the whole test set (see PeerSelectionEnv)."""
@@ -191,18 +235,7 @@ class TaskDistributionEnv(EpisodeView, gym.Env[np.ndarray, np.int64]):
         return self._env
 
     def _pad(self, obs: np.ndarray) -> np.ndarray:
-        out = np.zeros((self.spec_tasks.max_peers, len(self.feature_names)), dtype=np.float32)
-        out[: obs.shape[0], :-1] = obs
-        out[: obs.shape[0], -1] = 1.0
-        return out
+        return pad_rows(obs, self.spec_tasks.max_peers)
 
-    def _info(self, info: dict[str, Any]) -> dict[str, Any]:
-        env = self._current()
-        return {
-            **info,
-            "action_mask": self.action_masks(),
-            "task": dict(self.task),
-            "n_peers": env.config.n_peers,
-            "goal": env.config.goal,
-            "absent_peer": False,
-        }
+    def _info(self, info: dict[str, Any], absent: bool = False) -> dict[str, Any]:
+        return task_info(info, self.action_masks(), self.task, self._current().config, absent)

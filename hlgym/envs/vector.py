@@ -17,22 +17,25 @@ Stable-Baselines3 ``VecEnv`` over the same engine lives with the other SB3 code:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import nn
 
-from hlgym.envs import components
+from hlgym.envs import components, observation
 from hlgym.envs.config import PeerSelectionConfig, make_config
-from hlgym.envs.episode import Episode, StepResult
+from hlgym.envs.episode import Episode, ResetNeededError, StepResult
 from hlgym.envs.face import EpisodeView
 from hlgym.envs.observation import spaces_for
 from hlgym.envs.render import RENDER_MODES, check_render_mode
 from hlgym.envs.rounds import RoundRunner, model_spec
+from hlgym.envs.task_distribution import draw_task, pad_mask, pad_rows, task_action, task_info
 from hlgym.models.batched import StackedModels
 
 # What a copy cannot do on its own: the engine steps and resets all copies together.
@@ -47,7 +50,60 @@ def check_copy_method(name: str) -> None:
         )
 
 
-class BatchedPeerSelection:
+class _Engine:
+    """What both engines share: the copies' RNGs, their count, the last round's timing."""
+
+    runner: RoundRunner
+    copies: Sequence[EnvCopy]
+    _rngs: list[np.random.Generator | None]
+
+    @staticmethod
+    def _config(
+        config: PeerSelectionConfig | dict[str, Any] | None,
+        n_envs: int,
+        render_mode: str | None,
+        overrides: dict[str, Any],
+    ) -> PeerSelectionConfig:
+        """The copies' config, after the count and the render mode are checked."""
+        if isinstance(n_envs, bool) or not isinstance(n_envs, int | np.integer) or n_envs < 1:
+            raise ValueError(f"n_envs={n_envs!r} is not accepted; accepted: an integer >= 1")
+        check_render_mode(render_mode)
+        return make_config(config, **overrides)
+
+    @property
+    def n_envs(self) -> int:
+        """Number of copies."""
+        return len(self.copies)
+
+    @property
+    def last_timing(self) -> dict[str, float]:
+        """[s] train / evaluate / observe time of the last batched round (all copies together)."""
+        return self.runner.last_timing
+
+    def _seeded(self, indices: Sequence[int], seeds: Sequence[int | None]) -> list[np.random.Generator]:
+        """The RNGs of the copies ``indices``: a seed starts one afresh; None continues it (a
+        random one the first time), as ``gymnasium.Env.reset`` does."""
+        rngs = []
+        for i, seed in zip(indices, seeds, strict=True):
+            rng = self._rngs[i]
+            if seed is not None or rng is None:
+                rng, _ = seeding.np_random(seed)
+                self._rngs[i] = rng
+            rngs.append(rng)
+        return rngs
+
+    def reset(
+        self, indices: Sequence[int], seeds: Sequence[int | None], options: Sequence[dict[str, Any] | None]
+    ) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        raise NotImplementedError
+
+    def autoreset(self, indices: Sequence[int]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        """Start the next episode in the copies ``indices``, continuing their RNGs (what the
+        vector envs do when a copy's episode ends)."""
+        return self.reset(indices, [None] * len(indices), [None] * len(indices))
+
+
+class BatchedPeerSelection(_Engine):
     """The engine: ``n_envs`` episodes and their stacked models.
 
     Args:
@@ -65,14 +121,11 @@ class BatchedPeerSelection:
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        if isinstance(n_envs, bool) or not isinstance(n_envs, int | np.integer) or n_envs < 1:
-            raise ValueError(f"n_envs={n_envs!r} is not accepted; accepted: an integer >= 1")
-        check_render_mode(render_mode)
-        self.config = cfg = make_config(config, **overrides)
+        self.config = cfg = self._config(config, n_envs, render_mode, overrides)
         if cfg.tasks is not None:
             raise ValueError(
-                "tasks is not accepted by the batched engine (its copies would differ in size); accepted: tasks=None, "
-                "or TaskDistributionEnv copies in a plain vector env"
+                "tasks is not accepted by BatchedPeerSelection (one task); accepted: tasks=None, or "
+                "BatchedTaskDistribution (hlgym.agents.sb3.BatchedPeerSelectionVecEnv picks it)"
             )
         self.render_mode = render_mode
         data = Episode.load_data(cfg)  # every copy reads the same device tensors
@@ -82,16 +135,6 @@ class BatchedPeerSelection:
         self._rngs: list[np.random.Generator | None] = [None] * int(n_envs)
         self.copies = [EnvCopy(self, i) for i in range(int(n_envs))]
 
-    @property
-    def n_envs(self) -> int:
-        """Number of copies."""
-        return len(self.copies)
-
-    @property
-    def last_timing(self) -> dict[str, float]:
-        """[s] train / evaluate / observe time of the last batched round (all copies together)."""
-        return self.runner.last_timing
-
     def reset(
         self, indices: Sequence[int], seeds: Sequence[int | None], options: Sequence[dict[str, Any] | None]
     ) -> list[tuple[np.ndarray, dict[str, Any]]]:
@@ -100,19 +143,7 @@ class BatchedPeerSelection:
         A seed starts the copy's RNG afresh; None continues it (a random one the first time),
         as ``gymnasium.Env.reset`` does.
         """
-        rngs = []
-        for i, seed in zip(indices, seeds, strict=True):
-            rng = self._rngs[i]
-            if seed is not None or rng is None:
-                rng, _ = seeding.np_random(seed)
-                self._rngs[i] = rng
-            rngs.append(rng)
-        return self.runner.reset(indices, rngs, options)
-
-    def autoreset(self, indices: Sequence[int]) -> list[tuple[np.ndarray, dict[str, Any]]]:
-        """Start the next episode in the copies ``indices``, continuing their RNGs (what the
-        vector envs do when a copy's episode ends)."""
-        return self.reset(indices, [None] * len(indices), [None] * len(indices))
+        return self.runner.reset(indices, self._seeded(indices, seeds), options)
 
     def step(self, indices: Sequence[int], actions: Sequence[Any]) -> list[StepResult]:
         """One round in each of the copies ``indices``; every action is checked before any copy moves."""
@@ -173,6 +204,128 @@ class EnvCopy(EpisodeView):
         if name in ENGINE_ONLY:
             raise AttributeError(f"one copy of a batched vector env has no {name}(); call the vector env's {name}()")
         return getattr(self.episode, name)
+
+
+class BatchedTaskDistribution(_Engine):
+    """The engine for a task distribution: ``n_envs`` copies, each drawing its own task at
+    every reset as :class:`~hlgym.envs.TaskDistributionEnv` does (the same draws from the
+    same seed), whose models live in one :class:`~hlgym.models.batched.StackedModels`.
+
+    The tasks' networks are one shape whatever their peer count (the digits MLP), so a copy
+    only swaps its :class:`~hlgym.envs.episode.Episode` (one per copy and task, built at its
+    first draw and kept) at a reset; optimizer states are kept for ``max_peers`` peers (a task
+    uses its own peers' ones). Observations, actions, masks and infos are the task
+    distribution's: ``max_peers`` rows with the ``present`` column, a padding row's action
+    keeps the model where it is. Same interface as :class:`BatchedPeerSelection`.
+
+    Raises:
+        ValueError: If the config has no ``tasks``, or its tasks' networks or model slots
+            differ (a per-peer transfer mode, another model in one family).
+    """
+
+    def __init__(
+        self,
+        config: PeerSelectionConfig | dict[str, Any] | None = None,
+        n_envs: int = 8,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config = cfg = self._config(config, n_envs, render_mode, overrides)
+        if cfg.tasks is None:
+            raise ValueError("tasks=None is not accepted by the task distribution's engine; accepted: a task spec")
+        self.render_mode = render_mode
+        self.spec_tasks = cfg.tasks
+        self.families = cfg.tasks.families()
+        tasks = [cfg.replace(tasks=None, **t) for family in self.families for t in family.tasks()]
+        specs = [model_spec(t, Episode.load_data(t)) for t in tasks]
+        plain = {dataclasses.replace(spec, n_optimizers=1) for spec in specs}
+        slots = {components.slots(t) for t in tasks}
+        if len(plain) > 1 or slots != {1}:
+            raise ValueError(
+                "tasks whose networks or model slots differ are not accepted by the batched engine (a family with "
+                "another model, width or optimizer, or a per-peer transfer mode); accepted: tasks of one network "
+                "and the relay, or TaskDistributionEnv copies in a plain vector env"
+            )
+        spec = dataclasses.replace(specs[0], n_optimizers=max(s.n_optimizers for s in specs))
+        models = StackedModels.from_spec(spec, int(n_envs))
+        self._n_params = models.n_params
+        first = tasks[0]
+        self.runner = RoundRunner([Episode(first, models.n_params) for _ in range(int(n_envs))], models)
+        self._built: list[dict[str, Episode]] = [{} for _ in range(int(n_envs))]
+        self.tasks: list[dict[str, Any]] = [{} for _ in range(int(n_envs))]
+        """Each copy's current task: ``family`` and the drawn fields (empty before its first reset)."""
+        n, columns = self.spec_tasks.max_peers, len(observation.columns(first)) + 1
+        self.observation_space = spaces.Box(0.0, 1.0, (n, columns), np.float32)
+        self.action_space = spaces.Discrete(n)
+        self._rngs: list[np.random.Generator | None] = [None] * int(n_envs)
+        self.copies = [TaskCopy(self, i) for i in range(int(n_envs))]
+
+    def reset(
+        self, indices: Sequence[int], seeds: Sequence[int | None], options: Sequence[dict[str, Any] | None]
+    ) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        """Draw a task in each copy of ``indices`` and start its episode; returns their
+        ``(obs, info)``. A seed starts the copy's RNG afresh; None continues it."""
+        task_rngs = []
+        for i, rng in zip(indices, self._seeded(indices, seeds), strict=True):
+            family, fields, key, task_seed = draw_task(self.spec_tasks, self.families, rng)
+            if key not in self._built[i]:
+                try:
+                    self._built[i][key] = Episode(self.config.replace(tasks=None, **fields), self._n_params)
+                except ValueError as exc:
+                    raise ValueError(f"tasks family {family.name!r}, task {fields}: {exc}") from exc
+            self.runner.episodes[i] = self._built[i][key]
+            self.tasks[i] = {"family": family.name, **fields}
+            task_rngs.append(seeding.np_random(task_seed)[0])
+        results = self.runner.reset(indices, task_rngs, options)
+        m = self.spec_tasks.max_peers
+        return [(pad_rows(obs, m), self._info(i, info)) for i, (obs, info) in zip(indices, results, strict=True)]
+
+    def step(self, indices: Sequence[int], actions: Sequence[Any]) -> list[StepResult]:
+        """One round in each copy of ``indices`` (every action is checked before any copy moves)."""
+        if len(indices) != len(actions):
+            raise ValueError(f"{len(actions)} actions for {len(indices)} episodes; accepted: one action per episode")
+        peers, absent = [], []
+        for i, action in zip(indices, actions, strict=True):
+            episode = self.runner.episodes[i]
+            if not self.tasks[i]:
+                raise ResetNeededError("call reset() first: no task has been drawn yet")
+            peer, padding = task_action(action, self.spec_tasks.max_peers, episode.config.n_peers, episode.route[-1])
+            peers.append(peer)
+            absent.append(padding)
+        results = self.runner.step(indices, peers)
+        m = self.spec_tasks.max_peers
+        return [
+            (pad_rows(obs, m), reward, terminated, truncated, self._info(i, info, padding))
+            for i, padding, (obs, reward, terminated, truncated, info) in zip(indices, absent, results, strict=True)
+        ]
+
+    def _info(self, index: int, info: dict[str, Any], absent: bool = False) -> dict[str, Any]:
+        episode = self.runner.episodes[index]
+        mask = pad_mask(episode.action_masks(), self.spec_tasks.max_peers)
+        return task_info(info, mask, self.tasks[index], episode.config, absent)
+
+
+class TaskCopy(EnvCopy):
+    """One copy of the batched task distribution (see :class:`EnvCopy`): its current task's
+    episode, its action mask padded to ``max_peers``, and ``task`` / ``n_peers``."""
+
+    def __init__(self, engine: BatchedTaskDistribution, index: int) -> None:
+        super().__init__(engine, index)  # type: ignore[arg-type]
+        self._tasks_engine = engine
+
+    @property
+    def task(self) -> dict[str, Any]:
+        """The current task: ``family`` and the drawn fields."""
+        return dict(self._tasks_engine.tasks[self.index])
+
+    @property
+    def n_peers(self) -> int:
+        """Peers of the current task."""
+        return int(self.episode.config.n_peers)
+
+    def action_masks(self) -> np.ndarray:
+        """The task's online peers, padded with False to ``max_peers``."""
+        return pad_mask(self.episode.action_masks(), self._tasks_engine.spec_tasks.max_peers)
 
 
 class BatchedPeerSelectionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
@@ -238,7 +391,7 @@ class BatchedPeerSelectionVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
 
     @property
-    def envs(self) -> list[EnvCopy]:
+    def envs(self) -> Sequence[EnvCopy]:
         """The copies (read-only handles; see :class:`EnvCopy`)."""
         return self.engine.copies
 
