@@ -180,6 +180,30 @@ def test_stacked_models_match_one_model_at_a_time(optimizer: str) -> None:
         assert torch.equal(hits[row], ref_hits)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_copies_of_different_data_sizes_train_together_as_lone_models(optimizer: str) -> None:
+    # 70, 33 and 5 samples at batch 32: 3, 2 and 1 steps an epoch, last batches of 6, 1 and 5;
+    # one padded group whose copies stop stepping when their data runs out (float64, as above).
+    lr, eps = 1e-2, 1e-7
+    gen = torch.Generator().manual_seed(1)
+    models = [build_model("mlp", (1, 8, 8), 10, gen, hidden_units=16).double() for _ in range(3)]
+    stacked = StackedModels(models[0], 3, 1, optimizer, lr, eps, channels_last=False)
+    for i, m in enumerate(models):
+        stacked.load(i, m)
+    sizes = (70, 33, 5)
+    x = [torch.rand(n, 1, 8, 8, generator=gen, dtype=torch.float64) for n in sizes]
+    y = [torch.randint(0, 10, (n,), generator=gen) for n in sizes]
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    twins = [torch.Generator().manual_seed(i) for i in range(3)]
+    optimizers = [make_optimizer(optimizer, list(m.parameters()), lr, eps) for m in models]
+    for _ in range(2):
+        for i, m in enumerate(models):
+            local_train(m, optimizers[i], x[i], y[i], 2, 32, gens[i])
+        stacked.train([TrainJob(i, 0, x[i], y[i], twins[i]) for i in range(3)], 2, 32)
+    for i in range(3):
+        torch.testing.assert_close(stacked.flat(i), flat_weights(models[i]), atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("kind", ["teacher-logits", "teacher-features", "soft-targets"])
 def test_stacked_models_distil_as_the_model_list(kind: str) -> None:
     # Both model works in float64: slots 0 and 1 learn from slots 2 and 3 (frozen as the call

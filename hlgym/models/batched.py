@@ -272,13 +272,16 @@ class StackedModels:
         """Run every job's local training, as ``local_train`` does for one model.
 
         Jobs whose data have as many samples train together in one batched pass (they share
-        batch shapes); each slot shuffles with its own job's generator, so it sees the same
-        batches as a lone model with that generator.
+        batch shapes); plain jobs (no teacher, no alignment) of different sizes train together
+        too, in padded batches whose padding weighs nothing and where a copy whose data ran
+        out takes no step. Each slot shuffles with its own job's generator, so it sees the
+        same batches, and takes the same steps, as a lone model with that generator.
         """
         groups: dict[tuple[object, ...], list[TrainJob]] = {}
         for job in jobs:
             d = job.distill
-            key: tuple[object, ...] = (int(job.y.shape[0]),)
+            plain = (d is None or d.teacher is None) and job.align is None
+            key: tuple[object, ...] = ("plain",) if plain else (int(job.y.shape[0]),)
             if d is not None and d.teacher is not None:  # a group's jobs all have teachers or none has
                 key = (*key, d.weight, d.temperature, d.on)
             if job.align is not None:  # ... and all align, with as many target images, or none does
@@ -332,8 +335,8 @@ class StackedModels:
             x = torch.stack([_public(j)[0] for j in jobs])
             targets = torch.stack([_public(j)[1] for j in jobs])
         else:
-            x = torch.stack([j.x for j in jobs])
-            targets = torch.stack([j.y for j in jobs])
+            sizes = [int(j.y.shape[0]) for j in jobs]
+            x, targets = _padded([j.x for j in jobs]), _padded([j.y for j in jobs])
         device = x.device
         sl = torch.tensor(slots, device=device)
         st = torch.tensor(states, device=device)
@@ -342,12 +345,30 @@ class StackedModels:
         v = [s[sl, st] for s in self._v]
         steps = self._steps[slots, states]
         a, n = targets.shape[:2]
+        ragged = not public and len(set(sizes)) > 1
         rows = torch.arange(a, device=device).unsqueeze(1)
         for _ in range(epochs):
-            order = torch.stack([torch.randperm(n, generator=j.generator) for j in jobs]).to(device)
+            if ragged:  # each copy's own permutation of its own samples, then padding
+                order = _padded([torch.randperm(k, generator=j.generator) for j, k in zip(jobs, sizes, strict=True)])
+            else:
+                order = torch.stack([torch.randperm(n, generator=j.generator) for j in jobs])
+            order = order.to(device)
             for start in range(0, n, batch_size):
                 idx = order[:, start : start + batch_size]
                 xb, tb = x[rows, idx], targets[rows, idx]
+                if ragged:
+                    counts = torch.tensor([min(max(k - start, 0), idx.shape[1]) for k in sizes], device=device)
+                    weight = (torch.arange(idx.shape[1], device=device) < counts.unsqueeze(1)).to(x.dtype)
+                    active = counts > 0
+                    logits, _ = self.forward_features(params, xb, shared=False)
+                    ce = F.cross_entropy(logits.flatten(0, 1), tb.flatten(), reduction="none").view(a, -1)
+                    # Each copy's mean over its own samples of the batch (lone: the batch mean).
+                    loss = ((ce * weight).sum(dim=1) / counts.clamp_min(1)).sum()
+                    grads = torch.autograd.grad(loss, params)
+                    steps += active.cpu().numpy().astype(steps.dtype)
+                    with torch.no_grad():
+                        self._update(params, grads, m, v, steps, active)
+                    continue
                 # Every term is a per-copy mean over the batch; copies are independent, so the
                 # loss is the sum of theirs (local_loss / soft_fit_loss sum them).
                 if public:
@@ -384,21 +405,34 @@ class StackedModels:
         m: list[torch.Tensor],
         v: list[torch.Tensor],
         steps: np.ndarray,
+        active: torch.Tensor | None = None,
     ) -> None:
-        # The arithmetic of torch.optim's single-tensor Adam / SGD, with one step count per copy.
+        # The arithmetic of torch.optim's single-tensor Adam / SGD, with one step count per copy;
+        # with ``active``, the copies it marks False keep their weights and moments (no step).
+        if active is not None and bool(active.all()):
+            active = None  # every copy steps: nothing to keep
+        if active is not None:
+            kept = [(p.clone(), m_.clone(), v_.clone()) for p, m_, v_ in zip(params, m, v, strict=True)]
         if self.optimizer == "sgd":
             for p, g in zip(params, grads, strict=True):
                 p.add_(g, alpha=-self.lr)
-            return
-        device, dtype = params[0].device, params[0].dtype
-        step_size = torch.tensor(self.lr / (1 - _BETA1**steps), dtype=dtype, device=device)
-        bc2_sqrt = torch.tensor(np.sqrt(1 - _BETA2**steps), dtype=dtype, device=device)
-        for p, g, m_, v_ in zip(params, grads, m, v, strict=True):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            m_.lerp_(g, 1 - _BETA1)
-            v_.mul_(_BETA2).addcmul_(g, g, value=1 - _BETA2)
-            denom = (v_.sqrt() / bc2_sqrt.view(shape)).add_(self.adam_eps)
-            p.sub_(step_size.view(shape) * m_ / denom)
+        else:
+            device, dtype = params[0].device, params[0].dtype
+            taken = np.maximum(steps, 1)  # a copy without a step yet: any finite bias correction (discarded)
+            step_size = torch.tensor(self.lr / (1 - _BETA1**taken), dtype=dtype, device=device)
+            bc2_sqrt = torch.tensor(np.sqrt(1 - _BETA2**taken), dtype=dtype, device=device)
+            for p, g, m_, v_ in zip(params, grads, m, v, strict=True):
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                m_.lerp_(g, 1 - _BETA1)
+                v_.mul_(_BETA2).addcmul_(g, g, value=1 - _BETA2)
+                denom = (v_.sqrt() / bc2_sqrt.view(shape)).add_(self.adam_eps)
+                p.sub_(step_size.view(shape) * m_ / denom)
+        if active is not None:
+            for (p0, m0, v0), p, m_, v_ in zip(kept, params, m, v, strict=True):
+                keep = ~active.view((-1,) + (1,) * (p.dim() - 1))
+                p.copy_(torch.where(keep, p0, p))
+                m_.copy_(torch.where(keep, m0, m_))
+                v_.copy_(torch.where(keep, v0, v_))
 
     def per_sample_loss(
         self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor
@@ -452,6 +486,17 @@ class StackedModels:
                 losses.append(F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(a, -1))
                 hits.append((logits.argmax(dim=2) == target).float())
         return torch.cat(losses, dim=1), torch.cat(hits, dim=1)
+
+
+def _padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``tensors`` stacked along a new first axis, each padded to the longest with copies of
+    its first row (padding that a weight of zero, or an index never read, leaves out)."""
+    n = max(int(t.shape[0]) for t in tensors)
+    if all(int(t.shape[0]) == n for t in tensors):
+        return torch.stack(list(tensors))
+    return torch.stack(
+        [torch.cat([t, t[:1].expand(n - t.shape[0], *t.shape[1:])]) if t.shape[0] < n else t for t in tensors]
+    )
 
 
 def _public(job: TrainJob) -> tuple[torch.Tensor, torch.Tensor]:
