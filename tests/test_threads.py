@@ -4,6 +4,7 @@ and step, one per worker process, and results that do not depend on them."""
 from __future__ import annotations
 
 import multiprocessing
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -58,3 +59,22 @@ def test_results_do_not_depend_on_the_threads() -> None:
 def test_bad_threads_are_refused(value: object) -> None:
     with pytest.raises(ValueError, match=r"^threads=.* is not accepted; accepted: 'auto' or an integer >= 1$"):
         PeerSelectionConfig(threads=value)  # type: ignore[arg-type]
+
+
+def test_bfloat16_evaluation_is_opt_in_and_close_to_float32() -> None:
+    def accuracies(**kw: Any) -> list[float]:
+        env = gym.make("hlgym/PeerSelection-v0", max_rounds=6, goal=1.0, **kw)
+        env.reset(seed=4)
+        return [float(env.step(k % 10)[4]["accuracy"]) for k in range(6)]
+
+    exact, fast = accuracies(), accuracies(eval_precision="bfloat16")
+    assert PeerSelectionConfig().eval_precision == "float32"
+    # The reward's accuracy only is evaluated in bfloat16 (training stays float32, so the models
+    # are the same): a sample near the decision boundary may flip.
+    np.testing.assert_allclose(fast, exact, atol=0.02)
+    envs = gym.make_vec("hlgym/PeerSelection-v0", num_envs=2, max_rounds=6, goal=1.0, eval_precision="bfloat16")
+    envs.reset(seed=4)
+    _, _, _, _, infos = envs.step(np.array([0, 0]))
+    np.testing.assert_allclose(infos["accuracy"][0], fast[0], atol=0.02)
+    with pytest.raises(ValueError, match=r"^eval_precision='fp16' is not accepted; accepted: 'float32', 'bfloat16'$"):
+        PeerSelectionConfig(eval_precision="fp16")

@@ -21,6 +21,7 @@ from hlgym.envs.partition import PARTITIONS
 from hlgym.envs.tasks import SPEC_KEYS, TaskSpec
 from hlgym.envs.topology import TOPOLOGIES, validate_matrix
 from hlgym.models.training import MODELS, OPTIMIZERS
+from hlgym.models.work import EVAL_PRECISIONS
 
 Matrix = tuple[tuple[float, ...], ...]
 
@@ -57,6 +58,10 @@ class PeerSelectionConfig(ComponentFields):
     # --- execution -------------------------------------------------------------------------
     device: str = "cpu"
     """Torch device of data and models, e.g. ``"cpu"`` or ``"cuda"``."""
+    eval_precision: str = "float32"
+    """The arithmetic of the test-set evaluation (the reward's accuracy): ``"float32"``, or
+    ``"bfloat16"`` (opt-in: autocast, fast on CPUs with AVX512-BF16 or AMX; training and the
+    probes stay float32; its speed and fidelity: docs/speed.md)."""
     threads: int | str = "auto"
     """Intra-op threads of the env's own compute, set only while its reset and step run:
     ``"auto"`` (one for the MLP models; the CNN on torch's setting, one in a vector env's
@@ -272,6 +277,7 @@ def _validate(cfg: PeerSelectionConfig) -> None:
         integer(cfg, "eval_samples", 1)
     components.validate(cfg)
     _validate_tasks(cfg)
+    choice(cfg, "eval_precision", EVAL_PRECISIONS)
     n = cfg.threads
     if n != threads.AUTO and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         fail("threads", n, "'auto' or an integer >= 1")

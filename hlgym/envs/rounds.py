@@ -68,6 +68,7 @@ def model_spec(config: PeerSelectionConfig, data: DeviceData) -> ModelSpec:
         n_optimizers=components.transfer_mode(config).n_optimizers(config),
         device=config.device,
         factory=components.model_factory(config),
+        eval_precision=config.eval_precision,
     )
 
 

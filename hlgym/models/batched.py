@@ -23,7 +23,7 @@ from torch import nn
 
 from hlgym.models.loss import local_loss, soft_fit_loss
 from hlgym.models.training import OPTIMIZERS, keras_init_
-from hlgym.models.work import ModelSpec, TrainJob
+from hlgym.models.work import ModelSpec, TrainJob, precision
 
 # Adam's defaults, as torch.optim.Adam in make_optimizer.
 _BETA1, _BETA2 = 0.9, 0.999
@@ -72,6 +72,8 @@ class StackedModels:
     ) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r} is not known; accepted: {', '.join(OPTIMIZERS)}")
+        self.eval_precision = "float32"
+        """The test-set evaluation's arithmetic (ModelSpec.eval_precision)."""
         self.template = template
         # A model's own batched pass, if it is not a chain of layers.
         self._stacked_forward = getattr(template, "stacked_forward", None)
@@ -106,9 +108,11 @@ class StackedModels:
     def from_spec(cls, spec: ModelSpec, k: int) -> StackedModels:
         """``k`` slots of the models ``spec`` describes (weights drawn by :meth:`initialize`)."""
         template = spec.build(torch.Generator().manual_seed(0))
-        return cls(
+        stacked = cls(
             template, k, spec.n_optimizers, spec.optimizer, spec.lr, spec.adam_eps, channels_last=spec.channels_last
         )
+        stacked.eval_precision = spec.eval_precision
+        return stacked
 
     # ------------------------------------------------------------------ slots
 
@@ -439,7 +443,8 @@ class StackedModels:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and correctness of every sample of ``(x, y)`` for each slot (inputs every slot
         reads: the first convolution runs as one wide convolution), ``(len(slots), n)`` each."""
-        return self._losses(slots, x, y, shared=True)
+        with precision(self.eval_precision, x.device):
+            return self._losses(slots, x, y, shared=True)
 
     def per_sample_loss_each(
         self, slots: Sequence[int], xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]

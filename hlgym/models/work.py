@@ -16,10 +16,11 @@ a mode where every peer keeps its own network uses one slot per peer.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["Alignment", "Distillation", "ModelFactory", "ModelList", "ModelSpec", "ModelWork", "TrainJob"]
 
@@ -42,6 +43,17 @@ from hlgym.models.training import (
     per_sample_loss,
 )
 
+EVAL_PRECISIONS = ("float32", "bfloat16")
+
+
+def precision(name: str, device: torch.device) -> Any:
+    """The context the test-set evaluation runs in: nothing for ``"float32"``; torch's
+    autocast to bfloat16 for ``"bfloat16"`` (its convolutions and matrix products in
+    bfloat16, losses in float32: on a CPU with AVX512-BF16 or AMX, oneDNN's fast path)."""
+    if name == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -58,6 +70,8 @@ class ModelSpec:
         n_optimizers: Optimizer states per slot (one per peer for the reference's per-peer Adam).
         device: Torch device of the weights.
         factory: A component's own network in place of ``model``'s (None: ``model``'s).
+        eval_precision: ``"float32"`` or ``"bfloat16"``: the arithmetic of the test-set
+            evaluation (:meth:`ModelWork.per_sample_loss`; training and probes stay float32).
     """
 
     model: str
@@ -70,6 +84,7 @@ class ModelSpec:
     n_optimizers: int
     device: str = "cpu"
     factory: ModelFactory | None = None
+    eval_precision: str = "float32"
 
     @property
     def channels_last(self) -> bool:
@@ -231,7 +246,8 @@ class ModelList:
         self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and correctness of every sample for each slot, ``(len(slots), n)`` each."""
-        out = [per_sample_loss(self.modules[s], x, y) for s in slots]
+        with precision(self.spec.eval_precision, x.device):
+            out = [per_sample_loss(self.modules[s], x, y) for s in slots]
         return torch.stack([loss for loss, _ in out]), torch.stack([hits for _, hits in out])
 
     def per_sample_loss_each(
