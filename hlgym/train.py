@@ -128,10 +128,8 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
                 )
                 if getattr(args, name) is None
             ]
-            print(
-                f"hyperparams/{args.algo}.yml has no entry for {args.env}: using the defaults "
-                f"({', '.join([*defaults, 'the algorithm' + chr(39) + 's own settings'])})"
-            )
+            used = ", ".join([*defaults, "the algorithm's own settings"])
+            print(f"hyperparams/{args.algo}.yml has no entry for {args.env}: using the defaults ({used})")
         hp = entry or {}
     options = {opt: hp.pop(key) for key, opt in OPTION_KEYS.items() if key in hp}
     if "policy" in options:
