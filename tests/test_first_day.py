@@ -162,6 +162,8 @@ def test_a_partial_tasks_dict_changes_only_its_keys() -> None:
     assert spec.split == "held_out" and [f.name for f in spec.held_out] == ["dirichlet_20", "shards_20", "hl_skew_20"]
     same = PeerSelectionConfig(tasks=TaskSpec.from_dict(TASKS_V1)).replace(tasks={"max_peers": 25})
     assert same.tasks is not None and same.tasks.max_peers == 25 and same.tasks.split == "train"
+    with pytest.raises(ValueError, match=r"^tasks=\{'split': 'held_out'\} is not accepted: this config has no"):
+        PeerSelectionConfig().replace(tasks={"split": "held_out"})
     assert PeerSelectionConfig(n_peers=np.int64(5)).n_peers == 5  # type: ignore[arg-type]  # a sweep's value
 
 

@@ -102,6 +102,11 @@ class PeerSelectionConfig(ComponentFields):
             if unknown:
                 raise FieldNameError(f"'tasks.{unknown[0]}' is not a key of tasks; accepted: {', '.join(SPEC_KEYS)}")
             overrides["tasks"] = {**self.tasks.to_dict(), **given}
+        elif isinstance(given, Mapping) and given and "train" not in given:
+            raise ValueError(
+                f"tasks={dict(given)!r} is not accepted: this config has no task spec to change; accepted: a whole "
+                "spec (max_peers, split, train, held_out), or a partial one on a task distribution's config"
+            )
         if nested:
             current = overrides.get("tasks", self.tasks)
             if current is None:
