@@ -3,6 +3,7 @@ and step, one per worker process, and results that do not depend on them."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 from typing import Any
 
@@ -12,7 +13,10 @@ import pytest
 import torch
 
 import hlgym  # noqa: F401  (registers the ids)
-from hlgym.envs import PeerSelectionConfig, threads
+from hlgym.envs import Episode, PeerSelectionConfig, threads
+from hlgym.envs.rounds import model_spec
+from hlgym.models.batched import StackedModels
+from hlgym.models.work import ModelList
 
 
 def test_auto_is_one_thread_for_the_mlp_and_torchs_for_the_cnn() -> None:
@@ -76,5 +80,17 @@ def test_bfloat16_evaluation_is_opt_in_and_close_to_float32() -> None:
     envs.reset(seed=4)
     _, _, _, _, infos = envs.step(np.array([0, 0]))
     np.testing.assert_allclose(infos["accuracy"][0], fast[0], atol=0.02)
+    # The precision is applied: the same models' test-set losses differ from float32's, in the
+    # single and the stacked model work (a setting that changed nothing would leave them equal).
+    config = PeerSelectionConfig()
+    data = Episode.load_data(config)
+    for work in (ModelList, StackedModels.from_spec):
+        losses = []
+        for name in ("float32", "bfloat16"):
+            models = work(dataclasses.replace(model_spec(config, data), eval_precision=name), 1)
+            models.initialize([0], [torch.Generator().manual_seed(0)])
+            losses.append(models.per_sample_loss([0], data.x_eval, data.y_eval)[0])
+        assert not torch.equal(losses[0], losses[1]), work
+        torch.testing.assert_close(losses[0], losses[1], atol=0.05, rtol=0.05)
     with pytest.raises(ValueError, match=r"^eval_precision='fp16' is not accepted; accepted: 'float32', 'bfloat16'$"):
         PeerSelectionConfig(eval_precision="fp16")

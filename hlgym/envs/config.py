@@ -176,13 +176,15 @@ def make_config(config: PeerSelectionConfig | Mapping[str, Any] | None = None, *
     return base.replace(**overrides)
 
 
-def warn_if_longer(config: PeerSelectionConfig | Mapping[str, Any] | None, built: PeerSelectionConfig) -> None:
-    """Warn when keywords given to ``gymnasium.make`` (a registered id's ``config`` dict
-    with overrides) make episodes longer than the id's registered ``max_episode_steps``:
+def warn_if_longer(
+    config: PeerSelectionConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any], built: PeerSelectionConfig
+) -> None:
+    """Warn when keywords given to ``gymnasium.make`` (``overrides`` of a registered id's
+    ``config`` dict) make episodes longer than the id's registered ``max_episode_steps``:
     ``make``'s ``TimeLimit`` would truncate them there, unless ``max_episode_steps`` is
     given to ``make`` too (which the env cannot see)."""
-    if not isinstance(config, Mapping):
-        return  # a config object or None: not a registered spec's kwargs
+    if not overrides or not isinstance(config, Mapping):
+        return  # no keywords, or a config object or None: not a registered spec's kwargs
     registered = PeerSelectionConfig.from_dict(config).max_episode_steps()
     steps = built.max_episode_steps()
     if steps > registered:

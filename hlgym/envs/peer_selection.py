@@ -110,7 +110,7 @@ class PeerSelectionEnv(EpisodeView, gym.Env[np.ndarray, np.int64]):
         **overrides: Any,
     ) -> None:
         cfg = make_config(config, **overrides)
-        warn_if_longer(config, cfg)
+        warn_if_longer(config, overrides, cfg)
         if cfg.tasks is not None:
             raise ValueError(
                 "tasks is not accepted by PeerSelectionEnv (one task); accepted: tasks=None, or "

@@ -128,7 +128,7 @@ class TaskDistributionEnv(EpisodeView, gym.Env[np.ndarray, np.int64]):
         **overrides: Any,
     ) -> None:
         cfg = make_config(config, **overrides)
-        warn_if_longer(config, cfg)
+        warn_if_longer(config, overrides, cfg)
         if cfg.tasks is None:
             raise ValueError(
                 "tasks=None is not accepted by TaskDistributionEnv; accepted: a task spec (see "
