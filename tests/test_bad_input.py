@@ -49,6 +49,7 @@ from hlgym.envs.datasets import _load_cached
         ("byzantine_mode", "lie", "accepted: 'noise', 'sign_flip', 'label_flip'"),
         ("byzantine_scale", 0.0, "a number > 0"),
         ("track_peer_accuracy", "yes", "True or False"),
+        ("accuracy_of", "peers", "accepted: 'holder', 'mean_peer'"),
         ("per_peer_optimizer", False, "True with transfer='average'"),  # with transfer="average", below
     ],
 )

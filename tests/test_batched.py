@@ -50,6 +50,7 @@ CASES: dict[str, dict[str, Any]] = {
         "byzantine_mode": "noise",
         "track_peer_accuracy": True,
     },
+    "mlp-distill-mean_peer": {"max_rounds": 5, "transfer": "distill", "accuracy_of": "mean_peer", "goal": 0.2},
     "mlp-distill-features-hl_pca": {
         "max_rounds": 5,
         "transfer": "distill",

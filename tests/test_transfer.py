@@ -190,6 +190,45 @@ def test_mean_peer_accuracy_is_tracked_on_request() -> None:
     assert info["mean_peer_accuracy"] == info["accuracy"]  # every peer holds the travelling model
 
 
+def test_accuracy_of_mean_peer_scores_every_peers_model() -> None:
+    # The reward, the goal, info["accuracy"] and full_test_accuracy read every peer's model,
+    # averaged; the probes still read the holder's (the model that would travel).
+    holder = PeerSelectionEnv(transfer="average", track_peer_accuracy=True)
+    network = PeerSelectionEnv(transfer="average", accuracy_of="mean_peer")
+    holder.reset(seed=2)
+    network.reset(seed=2)
+    for peer in [3, 3, 7]:
+        h_obs, _, _, _, h_info = holder.step(peer)
+        n_obs, _, _, _, n_info = network.step(peer)
+    assert n_info["accuracy"] == pytest.approx(h_info["mean_peer_accuracy"], abs=1e-6)
+    assert n_info["accuracy"] < h_info["accuracy"]  # three of ten models trained
+    assert n_info["rewards"]["accuracy"] == pytest.approx(32.0 ** (n_info["accuracy"] - 0.86))
+    x, y = network.episode.data.x_test, network.episode.data.y_test
+    with torch.no_grad():
+        accs = [float((network.peer_model(p)(x).argmax(1) == y).float().mean()) for p in range(10)]
+    assert network.full_test_accuracy() == pytest.approx(np.mean(accs), abs=1e-6)
+    # The probe columns (loss, error): the holder's model on each peer's probe.
+    assert np.array_equal(h_obs[:, 2:4], n_obs[:, 2:4])
+    assert np.allclose(n_obs[:, 7], n_info["accuracy"])
+    # The goal reads it: a goal the holder's model passes but the network's mean does not.
+    goal = (h_info["accuracy"] + n_info["accuracy"]) / 2
+    for env, ends in [
+        (PeerSelectionEnv(transfer="average", goal=goal), True),
+        (PeerSelectionEnv(transfer="average", goal=goal, accuracy_of="mean_peer"), False),
+    ]:
+        env.reset(seed=2)
+        ended = False
+        for peer in [3, 3, 7]:
+            ended = env.step(peer)[2]
+            if ended:
+                break
+        assert ended is ends
+    # In the relay every peer shares the one model: the same episode bit for bit.
+    assert _play(PeerSelectionEnv(max_rounds=10), 4, ROUTE) == _play(
+        PeerSelectionEnv(max_rounds=10, accuracy_of="mean_peer"), 4, ROUTE
+    )
+
+
 def test_hl_pca_reads_every_peers_own_model() -> None:
     env = PeerSelectionEnv(transfer="distill", observation="hl_pca", pca_components=4)
     obs, _ = env.reset(seed=0)

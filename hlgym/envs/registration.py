@@ -65,6 +65,14 @@ PRESETS: dict[str, PeerSelectionConfig] = {
         **{**_HL_REFERENCE, "observation": "peer_features", "eval_samples": 2000, "goal": 0.5},
         domain_shift="rotate",
     ),
+    # The per-peer transfer modes (docs/transfer.md, docs/benchmark.md "Validity"): every peer
+    # keeps its own model, and the goal is on what the whole network knows (accuracy_of=
+    # "mean_peer", every peer's model averaged), since with the holder's model alone staying
+    # at one peer won (a fixed peer reached every goal random reaches in 20-60% of the
+    # held-out episodes, in 95-100% of them). Goals from bench/validity.py --goals.
+    "hlgym/PeerSelection-Average-v0": PeerSelectionConfig(transfer="average", accuracy_of="mean_peer", goal=0.53),
+    "hlgym/PeerSelection-Distill-v0": PeerSelectionConfig(transfer="distill", accuracy_of="mean_peer", goal=0.38),
+    "hlgym/PeerSelection-Logits-v0": PeerSelectionConfig(transfer="logits", accuracy_of="mean_peer", goal=0.28),
     # Ids a component declares with itself (the view-split scenario's; hlgym.envs.components.PRESETS).
     **{env_id: PeerSelectionConfig(**fields) for env_id, fields in components.PRESETS.items()},
 }

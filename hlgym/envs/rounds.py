@@ -23,8 +23,9 @@ a :class:`~hlgym.models.batched.StackedModels`. Both go through the same phases:
        job's hooks' ``before_train``; ``ModelWork.train``: every job, in one call; then
        their ``after_train`` (a corrupting receiver's damage);
     4. ``Episode.trained`` (with the slots' weights for ``hl_pca``);
-    5. one evaluation of every scored model (the holder's) on the test images, with
-       ``track_peer_accuracy`` of every peer's model; the components' ``measure``;
+    5. one evaluation of every scored model (the holder's; every peer's with
+       ``accuracy_of="mean_peer"``) on the test images, with ``track_peer_accuracy`` of
+       every peer's model; the components' ``measure``;
     6. the probes (``peer_features``) and the components' ``probe``, then
        ``Episode.conclude``: reward, termination, the components' ``after_round`` (the next
        round's offline peers), log, observation (the components' columns), info.
@@ -191,8 +192,8 @@ class RoundRunner:
         """Accuracy of episode ``index``'s current model on the whole test set."""
         episode = self._begun(index, "full_test_accuracy()")
         with threads.limited(self.threads):
-            _, hits = self.models.per_sample_loss([self._scored(index)], episode.data.x_test, episode.data.y_test)
-        return float(hits[0].mean())
+            _, hits = self.models.per_sample_loss(self._accuracy_slots(index), episode.data.x_test, episode.data.y_test)
+        return float(hits.mean(dim=1).mean())
 
     def module(self, index: int, peer: int | None = None) -> nn.Module:
         """Episode ``index``'s current model (the holder's), or with ``peer`` that peer's own
@@ -230,10 +231,25 @@ class RoundRunner:
     def _scored(self, index: int) -> int:
         return self._slot(index, self.episodes[index].scored_slot)
 
+    def _accuracy_slots(self, index: int) -> list[int]:
+        """The slots whose models episode ``index``'s accuracy reads: the holder's, or with
+        ``accuracy_of="mean_peer"`` every peer's."""
+        episode = self.episodes[index]
+        if episode.config.accuracy_of == "mean_peer":
+            return [self._slot(index, local) for local in range(episode.model_slots)]
+        return [self._scored(index)]
+
     def _accuracies(self, indices: Sequence[int]) -> list[float]:
+        """Each episode's accuracy on the reward's test images (its slots' mean), in one call."""
         data = self.episodes[indices[0]].data  # episodes of one runner share the data
-        _, hits = self.models.per_sample_loss([self._scored(i) for i in indices], data.x_eval, data.y_eval)
-        return [float(h) for h in hits.mean(dim=1)]
+        groups = [self._accuracy_slots(i) for i in indices]
+        _, hits = self.models.per_sample_loss([s for g in groups for s in g], data.x_eval, data.y_eval)
+        per_slot = hits.mean(dim=1)
+        out, start = [], 0
+        for group in groups:
+            out.append(float(per_slot[start : start + len(group)].mean()))
+            start += len(group)
+        return out
 
     def _each_component(self, hook: str, indices: Sequence[int]) -> None:
         """Call a batched component hook (``measure`` or ``probe``) once per component class,
@@ -253,8 +269,8 @@ class RoundRunner:
             episode = self.episodes[i]
             if not episode.config.track_peer_accuracy:
                 out.append(None)
-            elif episode.model_slots == 1:
-                out.append(accuracy)
+            elif episode.model_slots == 1 or episode.config.accuracy_of == "mean_peer":
+                out.append(accuracy)  # what the accuracy already reads
             else:
                 slots = [self._slot(i, local) for local in range(episode.model_slots)]
                 _, hits = self.models.per_sample_loss(slots, episode.data.x_eval, episode.data.y_eval)

@@ -22,7 +22,8 @@ What travels from the holder to the receiver, and how the receiver absorbs it
     public set), then trains on its data. A hop moves ``public_samples * n_classes * 4``
     bytes instead of ``n_params * 4``.
 
-In every mode the reward, the probes and ``full_test_accuracy`` read the holder's model.
+In every mode the probes read the holder's model, and so do the reward, the goal and
+``full_test_accuracy`` unless ``accuracy_of="mean_peer"`` (every peer's model, averaged).
 Staying (the action is the holder) trains the holder's own model; nothing arrives.
 """
 
@@ -42,6 +43,7 @@ from hlgym.models.work import Distillation, ModelWork
 TRANSFERS = ("relay", "average", "distill", "logits")
 PER_PEER = ("average", "distill", "logits")  # the modes in which every peer keeps a model
 DISTILL_ON = ("logits", "features")
+ACCURACY_OF = ("holder", "mean_peer")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,12 @@ class TransferFields(CoreFields):
     track_peer_accuracy: bool = False
     """Add ``mean_peer_accuracy`` to ``info``: every peer model's test accuracy, averaged
     (costs one evaluation per peer model and round)."""
+    accuracy_of: str = "holder"
+    """Whose accuracy the reward, the goal, ``info["accuracy"]``, the observation's accuracy
+    and ``full_test_accuracy()`` read: ``"holder"`` (the holder's model) or ``"mean_peer"``
+    (every peer's own model, their test accuracies averaged: what the whole network knows;
+    one evaluation per peer model and round). The same in the relay, whose one model every
+    peer shares. The probes read the holder's model either way (the one that would travel)."""
 
 
 def validate(cfg: TransferFields) -> None:
@@ -78,6 +86,7 @@ def validate(cfg: TransferFields) -> None:
     checks.choice(cfg, "distill_on", DISTILL_ON)
     checks.integer(cfg, "public_samples", 1)
     checks.flag(cfg, "track_peer_accuracy")
+    checks.choice(cfg, "accuracy_of", ACCURACY_OF)
     if cfg.transfer in PER_PEER and cfg.per_peer_optimizer is not True:
         checks.fail(
             "per_peer_optimizer",
