@@ -146,6 +146,47 @@ def load_agent(spec: str, algo: str, kwargs: dict[str, Any]) -> tuple[str, Agent
     raise SystemExit(f"AGENT {spec!r} is not accepted; accepted: {accepted}, module:Class, or a saved model file")
 
 
+class Trained(NamedTuple):
+    """One training seed's saved model of an ``hlgym-train`` run folder."""
+
+    env_id: str
+    algo: str
+    seed: int
+    model: Path
+
+
+def trained_runs(specs: Sequence[str]) -> list[Trained]:
+    """The models of ``hlgym-train`` run folders (one seed's, or ``--seeds``' with a
+    ``seed_N`` folder each): together one learner over its training seeds.
+
+    Raises:
+        SystemExit: With one line naming the folder and what is accepted.
+    """
+    accepted = "accepted: hlgym-train run folders (config.json and model.zip / model.pt, or seed_*/ folders of them)"
+    out: list[Trained] = []
+    for spec in specs:
+        folder = Path(spec)
+        if not (folder / "config.json").is_file():
+            raise SystemExit(f"AGENT {spec!r} is not a run folder; {accepted}")
+        seeds = [folder] if not sorted(folder.glob("seed_*/config.json")) else sorted(folder.glob("seed_*"))
+        for run in seeds:
+            models = [run / name for name in ("model.zip", "model.pt") if (run / name).is_file()]
+            if not models:
+                raise SystemExit(f"AGENT {spec!r}: {run} holds no model.zip or model.pt (unfinished?); {accepted}")
+            args = json.loads((run / "config.json").read_text())["args"]
+            algo = str(args["algo"]) if args.get("backend", "sb3") == "sb3" else "rllib"
+            out.append(Trained(str(args["env"]), algo, int(args["seed"]), models[0]))
+    algos = sorted({t.algo for t in out})
+    if len(algos) > 1:
+        raise SystemExit(f"AGENT: the run folders train {', '.join(algos)}; accepted: runs of one algorithm")
+    seen: set[tuple[str, int]] = set()
+    for t in out:
+        if (t.env_id, t.seed) in seen:
+            raise SystemExit(f"AGENT: training seed {t.seed} on {t.env_id} is given twice; accepted: each seed once")
+        seen.add((t.env_id, t.seed))
+    return out
+
+
 def fit_error(agent: Agent, env: gym.Env[Any, Any]) -> str | None:
     """Why a saved model cannot play ``env`` (None when it can, or when it cannot be told)."""
     obs_shape = tuple(env.observation_space.shape or ())
@@ -363,7 +404,11 @@ def table(results: dict[str, Any], agent: str) -> str:
     if agg is None:
         lines += ["", "aggregate: pip install -c constraints.txt -e '.[bench]' for rliable's IQM and intervals"]
     else:
-        lines += ["", f"aggregate over {len(results['cases'])} cases x episodes: IQM [95% CI], P(* improves on it)"]
+        entries = results["cases"].values()
+        seeds: list[int] = next((e[agent]["training_seeds"] for e in entries if "training_seeds" in e[agent]), [])
+        pooled = f" (* pooled over training seeds {', '.join(map(str, seeds))})" if seeds else ""
+        head = f"aggregate over {len(results['cases'])} cases x episodes: IQM [95% CI], P(* improves on it)"
+        lines += ["", head + pooled]
         for policy in agg["rounds"]:
             cells = []
             for metric in METRICS:
@@ -384,7 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hlgym-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("agent", nargs="?", help="a built-in name, module:Class, or a saved model file")
+    parser.add_argument(
+        "agent",
+        nargs="*",
+        metavar="AGENT",
+        help="a built-in name, module:Class, a saved model file, or hlgym-train run folders (one learner: "
+        "each folder's models play the cases of the id it trained on, its training seeds pooled)",
+    )
     parser.add_argument(
         "--agent-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="a built-in or plug-in agent's arguments"
     )
@@ -423,7 +474,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_reference(Path(args.write_reference), select(args.ids), args.episodes, args.progress)
         print(f"wrote {args.write_reference}")
         return {}
-    if args.agent is None:
+    if not args.agent:
         raise SystemExit("AGENT is missing; accepted: a built-in name, module:Class, or a saved model file")
     if args.episodes < 1:
         raise SystemExit(f"--episodes {args.episodes} is not accepted; accepted: an integer >= 1")
@@ -431,8 +482,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         kwargs = parse_pairs(args.agent_kwargs, "--agent-kwargs")
     except ValueError as exc:
         raise SystemExit(str(exc)) from exc
-    name, agent = load_agent(args.agent, args.algo, kwargs)
     cases = select(args.ids)
+    trained: list[Trained] = []
+    models: dict[str, list[Trained]] = {}
+    if len(args.agent) > 1 or Path(args.agent[0]).is_dir():
+        trained = trained_runs(args.agent)
+        name = trained[0].algo
+        covered = [c for c in cases if any(t.env_id == c.env_id for t in trained)]
+        if not covered:
+            ids = ", ".join(sorted({t.env_id for t in trained}))
+            raise SystemExit(f"AGENT: the runs trained on {ids}, no case of --ids; accepted: runs on the suite's ids")
+        per_case = {c.name: sum(t.env_id == c.env_id for t in trained) for c in covered}
+        if len(set(per_case.values())) > 1:
+            counts = ", ".join(f"{c} {k}" for c, k in per_case.items())
+            raise SystemExit(f"AGENT: training seeds per case differ ({counts}); accepted: as many seeds on every id")
+        skipped = [c.name for c in cases if c not in covered]
+        if skipped:
+            print(f"not covered by the runs (not played): {', '.join(skipped)}")
+        cases = covered
+        models = {c.name: [t for t in trained if t.env_id == c.env_id] for c in cases}
+    else:
+        name, agent = load_agent(args.agent[0], args.algo, kwargs)
     reference = load_reference(args.reference)
     if args.episodes > reference["episodes"]:
         raise SystemExit(
@@ -440,16 +510,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     missing = [c.name for c in cases if c.name not in reference["cases"]]
     if missing:
-        covered = ", ".join(reference["cases"])
-        raise SystemExit(f"the reference has no figures for {', '.join(missing)}; accepted: --ids among {covered}")
+        known = ", ".join(reference["cases"])
+        raise SystemExit(f"the reference has no figures for {', '.join(missing)}; accepted: --ids among {known}")
     for case in cases:  # a saved model that cannot play a case fails before anything is written
         env = make_env(case)
-        why = fit_error(agent, env)
+        players = [(str(t.model), load_agent(str(t.model), t.algo, {})[1]) for t in models.get(case.name, [])]
+        for spec, player in players or [(args.agent[0], agent)]:
+            why = fit_error(player, env)
+            if why is not None:
+                env.close()
+                raise SystemExit(
+                    f"AGENT {spec!r} cannot play {case.name}: the model takes {why}; accepted: --ids of cases it fits"
+                )
         env.close()
-        if why is not None:
-            raise SystemExit(
-                f"AGENT {args.agent!r} cannot play {case.name}: the model takes {why}; accepted: --ids of cases it fits"
-            )
     out = Path(args.out) if args.out else fresh_run_dir(f"runs/bench_{name}")
     partial = out / "results.json"
     options = {"agent": args.agent, "agent_kwargs": args.agent_kwargs, "algo": args.algo, "episodes": args.episodes}
@@ -462,8 +535,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ref = reference["cases"][case.name]
         random, oracle = ref["random"][:n], ref["oracle"][:n]
         entry = results["cases"].setdefault(case.name, {})
-        if name not in entry:  # a fresh agent per case, as the reference's
-            fresh = agent if case is cases[0] else load_agent(args.agent, args.algo, kwargs)[1]
+        if name not in entry and trained:  # every training seed's model, its episodes and scores pooled
+            played: dict[str, list[Any]] = {"episodes": [], "rounds": [], "comm_cost": [], "training_seeds": []}
+            for t in models[case.name]:
+                mine = play(f"{name} seed {t.seed}", load_agent(str(t.model), t.algo, {})[1], case, n, args.progress)
+                seed_scores = normalized(mine, random, oracle)
+                played["episodes"] += [{**e, "training_seed": t.seed} for e in mine]
+                played["rounds"] += seed_scores["rounds"]
+                played["comm_cost"] += seed_scores["comm_cost"]
+                played["training_seeds"].append(t.seed)
+            entry[name] = {
+                "episodes": played["episodes"],
+                "scores": {m: played[m] for m in METRICS},
+                "training_seeds": played["training_seeds"],
+            }
+            write_json_atomic(partial, results)  # a killed run resumes from the next case
+        elif name not in entry:  # a fresh agent per case, as the reference's
+            fresh = agent if case is cases[0] else load_agent(args.agent[0], args.algo, kwargs)[1]
             mine = play(name, fresh, case, n, args.progress)
             entry[name] = {"episodes": mine, "scores": normalized(mine, random, oracle)}
             write_json_atomic(partial, results)  # a killed run resumes from the next case

@@ -67,7 +67,7 @@ def test_a_run_is_stamped_resumes_and_draws(tmp_path: Path, reference: Path, mon
     results = bench.main(args)
     stamp = results["machine"]
     assert stamp["hlgym_version"] and stamp["torch_version"] and stamp["platform"]
-    assert results["options"]["agent"] == "round_robin" and results["suite"] == [CASE]
+    assert results["options"]["agent"] == ["round_robin"] and results["suite"] == [CASE]
     assert all(Path(p).stat().st_size > 0 for p in results["figures"])
     entry = results["cases"][CASE]
     assert entry["random"]["scores"]["rounds"] == [0.0, 0.0] and entry["oracle"]["scores"]["rounds"][0] == 1.0
@@ -87,6 +87,7 @@ def test_a_run_is_stamped_resumes_and_draws(tmp_path: Path, reference: Path, mon
     [
         (["nope"], "AGENT 'nope' is not accepted; accepted: random, round_robin"),
         (["missing/model.zip"], "AGENT 'missing/model.zip': no such file"),
+        (["random", "greedy"], "AGENT 'random' is not a run folder; accepted: hlgym-train run folders"),
         (["random", "--ids", "hlgym/HL-MNIST-v0"], "--ids 'hlgym/HL-MNIST-v0' is not in the suite; accepted:"),
         (["no_module_here:Agent"], "AGENT 'no_module_here:Agent': cannot import Agent from no_module_here"),
         (["random", "--episodes", "0"], "--episodes 0 is not accepted"),
@@ -129,3 +130,43 @@ def test_the_aggregate_is_rliables_iqm_with_intervals(tmp_path: Path, reference:
     assert 0.0 <= agg["comm_cost"]["random"]["prob_improvement_of_greedy"] <= 1.0
     again = bench.main(args)["aggregate"]
     assert again == json.loads(json.dumps(agg))  # the bootstrap is seeded
+
+
+def _run_folder(path: Path, env_id: str, seeds: list[int]) -> Path:
+    """An hlgym-train --seeds folder: config.json and a (barely trained) model.zip per seed."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    for seed in seeds:
+        run = path / f"seed_{seed}"
+        run.mkdir(parents=True)
+        args = {"env": env_id, "algo": "ppo", "seed": seed, "backend": "sb3"}
+        (run / "config.json").write_text(json.dumps({"args": args}))
+        env = gym.make(env_id, max_rounds=3)
+        PPO("MlpPolicy", env, n_steps=8, batch_size=8, n_epochs=1, seed=seed).save(run / "model.zip")
+    (path / "config.json").write_text(json.dumps({"args": {"env": env_id, "algo": "ppo", "seed": seeds[0]}}))
+    return path
+
+
+def test_run_folders_pool_their_training_seeds(
+    tmp_path: Path, reference: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = _run_folder(tmp_path / "runs", "hlgym/PeerSelection-v0", [0, 1])
+    base = ["--reference", str(reference), "--episodes", "2", "--no-progress"]
+    results = bench.main([str(runs), *base, "--out", str(tmp_path / "pooled")])
+    assert "not covered by the runs (not played): DomainShift-v1" in capsys.readouterr().out
+    assert results["suite"] == [CASE]
+    entry = results["cases"][CASE]["ppo"]
+    assert entry["training_seeds"] == [0, 1] and [e["training_seed"] for e in entry["episodes"]] == [0, 0, 1, 1]
+    for k, seed in enumerate([0, 1]):  # each seed's half is what that model alone scores
+        model = str(runs / f"seed_{seed}" / "model.zip")
+        alone = bench.main([model, *base, "--ids", CASE, "--out", str(tmp_path / f"alone_{seed}")])
+        mine = alone["cases"][CASE][f"seed_{seed}"]["scores"]
+        assert entry["scores"]["rounds"][2 * k : 2 * k + 2] == mine["rounds"]
+    other = _run_folder(tmp_path / "other", "hlgym/DomainShift-v1", [0])
+    with pytest.raises(SystemExit) as err:
+        bench.main([str(runs), str(other), *base])
+    assert "training seeds per case differ (PeerSelection-v0 2, DomainShift-v1 1)" in str(err.value)
+    with pytest.raises(SystemExit) as err:
+        bench.main([str(runs), str(runs), *base])
+    assert "training seed 0 on hlgym/PeerSelection-v0 is given twice" in str(err.value)
