@@ -185,9 +185,13 @@ class PowerOfChoiceAgent:
             raise ValueError(
                 f"power_of_choice needs the peer_features observation (one row per peer); got shape {rows.shape}"
             )
-        online = np.flatnonzero(info["action_mask"])
-        picks = self._rng.choice(online, size=min(self.d, online.size), replace=False)
-        return int(picks[int(np.argmax(rows[picks, self.LOSS_COLUMN]))])
+        return self.pick(np.flatnonzero(info["action_mask"]), rows[:, self.LOSS_COLUMN])
+
+    def pick(self, candidates: np.ndarray, losses: np.ndarray) -> int:
+        """``d`` of ``candidates`` drawn without replacement, then the one with the highest
+        ``losses[candidate]`` (ties: the first drawn); also the gossip env's baseline's."""
+        picks = self._rng.choice(candidates, size=min(self.d, candidates.size), replace=False)
+        return int(picks[int(np.argmax(losses[picks]))])
 
 
 class LookaheadAgent:

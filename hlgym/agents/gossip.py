@@ -1,0 +1,350 @@
+"""Policies for the multi-agent :class:`~hlgym.envs.gossip.GossipEnv`, and their evaluation.
+
+A gossip policy decides for each agent from that agent's own observation and info
+(``act(agent, obs, info) -> peer``; its own index keeps). The baselines need no training:
+
+- :class:`KeepPolicy`: every agent keeps its knowledge (local training only): the constant
+  policy a team goal must not be reachable by;
+- :class:`FixedPeerPolicy`: every agent sends to one peer (the other constant policies);
+- :class:`RandomNeighbourPolicy`: a uniformly random other peer the mask allows;
+- :class:`NearestPolicy`: the cheapest hop to another allowed peer (hop costs are local);
+- :class:`PowerOfChoicePolicy`: ``d`` random allowed peers, then the one on whose probe the
+  agent's own model has the highest loss (Cho, Wang & Joshi 2020, as the single-agent
+  baseline: where its knowledge is least, which the receiver's training then complements).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from hlgym.agents.baselines import PowerOfChoiceAgent
+from hlgym.envs.gossip import COLUMNS, GossipEnv
+
+
+class GossipPolicy(Protocol):
+    """What :func:`evaluate` plays: one decision per agent and round."""
+
+    def reset(self) -> None:
+        """Called at the start of every episode."""
+
+    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """The peer ``agent`` sends to (its own index: keep)."""
+        ...
+
+
+def _me(obs: np.ndarray) -> int:
+    return int(np.flatnonzero(obs[:, COLUMNS.index("is_self")])[0])
+
+
+def _others(obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+    """The other peers ``info["action_mask"]`` allows."""
+    mask = np.asarray(info["action_mask"]).astype(bool)
+    mask[_me(obs)] = False
+    return np.flatnonzero(mask)
+
+
+class KeepPolicy:
+    """Every agent keeps its knowledge: local training only."""
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """The agent's own index."""
+        return _me(obs)
+
+
+class FixedPeerPolicy:
+    """Every agent sends to ``peer`` (the peer itself keeps; an offline target: keep).
+
+    Args:
+        peer: The receiver of every send.
+    """
+
+    def __init__(self, peer: int) -> None:
+        self.peer = peer
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """``peer`` where the mask allows it, else keep."""
+        return self.peer if info["action_mask"][self.peer] else _me(obs)
+
+
+class RandomNeighbourPolicy:
+    """A uniformly random other peer among those the mask allows (keep if none).
+
+    Args:
+        seed: Seed of the policy's own RNG (its stream continues across episodes).
+    """
+
+    def __init__(self, seed: int | None = 0) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        """Nothing to forget."""
+
+    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """A random allowed other peer."""
+        others = _others(obs, info)
+        return int(self._rng.choice(others)) if others.size else _me(obs)
+
+
+class NearestPolicy:
+    """The cheapest hop from the agent to another allowed peer (keep if none)."""
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """The allowed other peer with the lowest ``hop_cost`` (ties: the lowest index)."""
+        others = _others(obs, info)
+        if not others.size:
+            return _me(obs)
+        return int(others[int(np.argmin(obs[others, COLUMNS.index("hop_cost")]))])
+
+
+class PowerOfChoicePolicy:
+    """``d`` allowed other peers drawn uniformly, then the highest ``probe_loss`` of them.
+
+    Args:
+        d: Candidates per decision, >= 1.
+        seed: Seed of the policy's own RNG.
+    """
+
+    def __init__(self, d: int = 3, seed: int | None = 0) -> None:
+        self._choice = PowerOfChoiceAgent(d, seed)  # the single-agent baseline's draw and pick
+
+    def reset(self) -> None:
+        """Nothing to forget."""
+
+    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """The candidate on whose probe the agent's own model does worst."""
+        others = _others(obs, info)
+        if not others.size:
+            return _me(obs)
+        return self._choice.pick(others, obs[:, COLUMNS.index("probe_loss")])
+
+
+class GossipOracle:
+    """A ceiling that sees the future: a beam search over joint actions on copies of the env.
+
+    At an episode's first decision it copies the env (``copy.deepcopy``: the copy carries the
+    RNG states, so it meets the very batches, link failures and offline draws the episode
+    will) and searches round by round: from each of the ``width`` beams it tries
+    ``samples`` joint actions (every agent keeping, every agent to its nearest allowed peer,
+    and random allowed peers for the rest, drawn from its own seeded RNG) and keeps the
+    ``width`` best children, ranked by team goal reached, team accuracy, then the least
+    communication. The episode then replays the best route found (bit for bit on CPU). The
+    joint action space has ``n_peers ** n_peers`` members a round, so this is a sampled
+    search: a lower bound of the true ceiling. It costs ``width * samples`` env steps a round.
+
+    Args:
+        env: The env it plays in; given later with :meth:`bind`.
+        width: Beams kept per round, >= 1.
+        samples: Joint actions tried from each beam per round, >= 2.
+        seed: Seed of the random joint actions.
+    """
+
+    def __init__(self, env: GossipEnv | None = None, width: int = 2, samples: int = 8, seed: int = 0) -> None:
+        for name, value, low in (("width", width, 1), ("samples", samples, 2)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} is not accepted; accepted: an integer >= {low}")
+        self.env, self.width, self.samples, self.seed = env, width, samples, seed
+        self._rng = np.random.default_rng(seed)
+        self._plan: list[dict[str, int]] = []
+        self.searched_steps = 0
+        """Env steps the last search took (its cost)."""
+        self.route: list[dict[str, int]] = []
+        """The last search's best route: one joint action a round."""
+
+    def bind(self, env: GossipEnv) -> GossipOracle:
+        """Play in ``env`` from now on; returns the oracle."""
+        self.env = env
+        return self
+
+    def reset(self) -> None:
+        """Forget the plan: the next decision searches the new episode."""
+        self._plan = []
+
+    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """The agent's action in the best route found from the episode's first decision."""
+        if self.env is None:
+            raise RuntimeError("GossipOracle has no env to search in: GossipOracle(env) or oracle.bind(env)")
+        if not self._plan:
+            self._plan = self.search(self.env)
+        round_ = self.env.round
+        if round_ >= len(self._plan):  # the route found ended earlier (it cannot: replayed bit for bit)
+            return _me(obs)
+        return self._plan[round_][agent]
+
+    def _candidates(self, env: GossipEnv) -> list[dict[str, int]]:
+        masks = {a: env.action_mask(a) for a in env.agents}
+        index = env.possible_agents.index
+        keep = {a: index(a) for a in env.agents}
+        assert env.episode.distances is not None
+        nearest = {}
+        for a, mask in masks.items():
+            others = np.flatnonzero(mask)
+            others = others[others != index(a)]
+            row = env.episode.distances[index(a)]
+            nearest[a] = int(others[int(np.argmin(row[others]))]) if others.size else index(a)
+        out = [keep, nearest]
+        while len(out) < self.samples:
+            out.append({a: int(self._rng.choice(np.flatnonzero(m))) for a, m in masks.items()})
+        return out
+
+    def search(self, env: GossipEnv) -> list[dict[str, int]]:
+        """The best route (one joint action a round) from ``env``'s current state."""
+        beams: list[tuple[GossipEnv, list[dict[str, int]], bool]] = [(env, [], False)]
+        self.searched_steps = 0
+
+        def rank(beam: tuple[GossipEnv, list[dict[str, int]], bool]) -> tuple[bool, float, float]:
+            return beam[2], beam[0].team_accuracy, -beam[0].comm_cost
+
+        while True:
+            children = []
+            for sim_env, route, reached in beams:
+                if reached or not sim_env.agents:
+                    children.append((sim_env, route, reached))
+                    continue
+                for actions in self._candidates(sim_env):
+                    sim = copy.deepcopy(sim_env)
+                    _, _, terms, _, _ = sim.step(actions)
+                    self.searched_steps += 1
+                    children.append((sim, [*route, actions], any(terms.values())))
+            children.sort(key=rank, reverse=True)
+            beams = children[: self.width]
+            if beams[0][2] or all(b[2] or not b[0].agents for b in beams):
+                self.route = beams[0][1]
+                return self.route
+
+
+BASELINES: dict[str, Callable[[], GossipPolicy]] = {
+    "random": RandomNeighbourPolicy,
+    "nearest": NearestPolicy,
+    "power_of_choice": PowerOfChoicePolicy,
+    "keep": KeepPolicy,
+}
+"""The built-in gossip baselines by name (seeded with 0 where they draw)."""
+
+
+@dataclass
+class GossipEpisode:
+    """One evaluated episode of a gossip policy."""
+
+    seed: int
+    rounds: int
+    """Rounds played (``max_rounds`` when the team goal was not reached)."""
+    reached_goal: bool
+    team_accuracy: float
+    """The team's accuracy at the end."""
+    comm_cost: float
+    """Every send's hop cost, summed [distance units]."""
+    bytes_per_peer: float
+    """Bytes sent, over the peers [B]."""
+    step_seconds: float
+    """Mean wall time of a round [s]."""
+    team_curve: list[float] = field(default_factory=list)
+    """The team's accuracy after reset and after every round."""
+
+
+def evaluate(policy: GossipPolicy, env: GossipEnv, episodes: int, seed: int) -> list[GossipEpisode]:
+    """Play ``policy`` for ``episodes`` episodes from seeds ``seed, seed + 1, ...``."""
+    out = []
+    for k in range(episodes):
+        policy.reset()
+        obs, infos = env.reset(seed=seed + k)
+        curve = [env.team_accuracy]
+        terminated, spent = False, 0.0
+        while env.agents:
+            actions = {a: policy.act(a, obs[a], infos[a]) for a in env.agents}
+            start = time.perf_counter()
+            obs, _, terms, _, infos = env.step(actions)
+            spent += time.perf_counter() - start
+            curve.append(env.team_accuracy)
+            terminated = any(terms.values())
+        out.append(
+            GossipEpisode(
+                seed=seed + k,
+                rounds=env.round,
+                reached_goal=terminated,
+                team_accuracy=env.team_accuracy,
+                comm_cost=env.comm_cost,
+                bytes_per_peer=env.bytes_sent / env.config.n_peers,
+                step_seconds=spent / max(env.round, 1),
+                team_curve=curve,
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------- a learned policy
+
+
+class SharedPolicy:
+    """One SB3 model that every agent shares (parameter sharing): each agent's decision is
+    the model's deterministic action on that agent's own observation.
+
+    Args:
+        model: A trained SB3 algorithm (for example from :func:`train_shared`).
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def reset(self) -> None:
+        """Stateless (a feed-forward policy)."""
+
+    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """The shared model's action on ``agent``'s observation."""
+        action, _ = self.model.predict(obs[None], deterministic=True)
+        return int(np.asarray(action).reshape(-1)[0])
+
+
+def shared_vec_env(env_kwargs: dict[str, Any], copies: int = 1) -> Any:
+    """The env as an SB3 vector env through SuperSuit: every agent of ``copies`` episodes is
+    one of its ``n_peers * copies`` slots (``pettingzoo_env_to_vec_env_v1`` then
+    ``concat_vec_envs_v1``), so one policy learns from every agent's experience. Its
+    ``seed(s)`` seeds the next reset (copy ``k`` from ``s + k``)."""
+    import supersuit as ss
+    from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
+
+    class Seeded(SB3VecEnvWrapper):  # type: ignore[misc]  # SuperSuit is untyped
+        # SB3 seeds a vec env with seed(s) before its first reset; SuperSuit's concatenated
+        # env has no seed() (SuperSuit 3.11): keep it for the reset, which takes it.
+        _next_seed: int | None = None
+
+        def seed(self, seed: int | None = None) -> list[int | None]:
+            self._next_seed = seed
+            return [seed] * self.num_envs
+
+        def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+            seed, self._next_seed = (self._next_seed if seed is None else seed), None
+            observations, self.reset_infos = self.venv.reset(seed=seed)
+            return observations
+
+    markov = ss.pettingzoo_env_to_vec_env_v1(GossipEnv(**env_kwargs))
+    return Seeded(ss.concat_vec_envs_v1(markov, copies, num_cpus=0, base_class="gymnasium"))
+
+
+def train_shared(env_kwargs: dict[str, Any], timesteps: int, seed: int, copies: int = 1, **ppo_kwargs: Any) -> Any:
+    """Parameter-shared PPO (SB3) with hlgym's attention policy over the peer rows (any
+    number of peers): ``timesteps`` counts agent steps (``n_peers`` per round and copy)."""
+    from stable_baselines3 import PPO
+
+    from hlgym.agents.attention import PeerAttentionPolicy
+
+    venv = shared_vec_env(env_kwargs, copies)
+    settings: dict[str, Any] = {"n_steps": 64, "n_epochs": 10, "learning_rate": 3e-4, "gamma": 0.95, "ent_coef": 0.01}
+    settings.update(ppo_kwargs)
+    settings.setdefault("batch_size", settings["n_steps"] * venv.num_envs // 4)  # four minibatches a rollout
+    model = PPO(PeerAttentionPolicy, venv, seed=seed, verbose=0, device="cpu", **settings)
+    return model.learn(timesteps)

@@ -1,0 +1,231 @@
+"""GossipEnv: every peer an agent, as a PettingZoo ParallelEnv (and its AEC form)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+# The dev install has PettingZoo; .ci/run's ray leg may not (HLGYM_TEST_MULTIAGENT=1: a failure).
+if importlib.util.find_spec("pettingzoo") is None and os.environ.get("HLGYM_TEST_MULTIAGENT") != "1":
+    pytest.skip("PettingZoo (the multiagent extra) is not installed", allow_module_level=True)
+
+from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, seed_test
+
+from hlgym.envs import gossip
+from hlgym.envs.gossip import GossipEnv
+
+SMALL: dict[str, Any] = {"n_peers": 5, "max_rounds": 4}
+
+
+def _keep(env: GossipEnv) -> dict[str, int]:
+    return {a: env.possible_agents.index(a) for a in env.agents}
+
+
+def _play(env: GossipEnv, seed: int, rounds: list[dict[int, int]]) -> list[Any]:
+    """Each round's rewards and infos; ``rounds``: the agents that send (others keep)."""
+    env.reset(seed=seed)
+    out = []
+    for sends in rounds:
+        actions = {**_keep(env), **{f"peer_{i}": j for i, j in sends.items()}}
+        _, rewards, _, _, infos = env.step(actions)
+        out.append((rewards, {a: {k: v for k, v in i.items() if k != "action_mask"} for a, i in infos.items()}))
+    return out
+
+
+def test_pettingzoo_api_and_seed_tests() -> None:
+    parallel_api_test(GossipEnv(**SMALL), num_cycles=8)
+    api_test(gossip.env(**SMALL), num_cycles=8, verbose_progress=False)
+    parallel_seed_test(lambda: GossipEnv(**SMALL))
+    seed_test(lambda: gossip.env(**SMALL), num_cycles=4)
+
+
+@pytest.mark.parametrize("transfer", ["average", "distill", "logits"])
+def test_the_same_seed_gives_the_same_episode(transfer: str) -> None:
+    rounds = [{0: 1, 2: 1, 3: 4}, {1: 0, 4: 2}, {}]
+    a = _play(GossipEnv(**SMALL, transfer=transfer), 3, rounds)
+    assert a == _play(GossipEnv(**SMALL, transfer=transfer), 3, rounds)
+    assert a != _play(GossipEnv(**SMALL, transfer=transfer), 4, rounds)
+
+
+def test_a_round_pays_every_send_and_records_who_heard_whom() -> None:
+    env = GossipEnv(**SMALL)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == set(env.possible_agents) and obs["peer_0"].shape == (5, len(gossip.COLUMNS))
+    assert (obs["peer_2"][:, 3] == 1.0).all()  # never heard from anyone
+    distances = env.episode.distances
+    assert distances is not None
+    obs, rewards, _, _, infos = env.step({**_keep(env), "peer_0": 2, "peer_3": 2})
+    assert sorted(infos["peer_2"]["received_from"]) == [0, 3] and infos["peer_1"]["received_from"] == []
+    assert infos["peer_0"]["comm_cost"] == pytest.approx(distances[0, 2] + distances[3, 2])
+    assert infos["peer_0"]["bytes_sent"] == 2 * 4 * env.models.n_params
+    assert infos["peer_0"]["hop_cost"] == pytest.approx(distances[0, 2]) and infos["peer_1"]["hop_cost"] == 0.0
+    assert obs["peer_2"][0, 3] == 0.0 and obs["peer_2"][3, 3] == 0.0 and obs["peer_2"][1, 3] == 1.0
+    assert np.allclose(obs["peer_4"][:, 1], distances[4] / distances.max())
+    # The HL reward of each agent's own model, minus its own send.
+    for i, agent in enumerate(env.possible_agents):
+        acc = infos[agent]["accuracy"]
+        assert rewards[agent] == pytest.approx(32.0 ** (acc - 0.86) - infos[agent]["hop_cost"] - 1.0)
+        assert acc == pytest.approx(float(env.accuracies[i]))
+    team = GossipEnv(**SMALL, agent_reward="team")
+    team.reset(seed=0)
+    _, rewards, _, _, infos = team.step({**_keep(team), "peer_0": 2})
+    assert rewards["peer_1"] == pytest.approx(32.0 ** (infos["peer_1"]["team_accuracy"] - 0.86) - 1.0)
+    assert infos["peer_1"]["team_accuracy"] == pytest.approx(float(np.mean(team.accuracies)))
+
+
+def test_a_receiver_absorbs_its_arrivals_in_an_order_drawn_from_the_seed() -> None:
+    orders = set()
+    for seed in range(6):
+        env = GossipEnv(**SMALL)
+        env.reset(seed=seed)
+        _, _, _, _, infos = env.step({**_keep(env), "peer_0": 4, "peer_1": 4, "peer_2": 4})
+        orders.add(tuple(infos["peer_4"]["received_from"]))
+    assert len(orders) > 1 and all(sorted(o) == [0, 1, 2] for o in orders)
+
+
+def test_every_send_carries_the_model_as_the_round_found_it() -> None:
+    # Round 2: peer 1 sends to 2 while peer 0 sends to 1. What 2 gets is 1's model from before
+    # 1 absorbed 0's, so 2 ends the round as if 0 had kept.
+    models = []
+    for first_send in ({0: 1}, {}):
+        env = GossipEnv(**SMALL, transfer_mix=1.0)
+        _play(env, 5, [{}])  # a round of local training: the models differ
+        env.step({**_keep(env), **{f"peer_{i}": j for i, j in first_send.items()}, "peer_1": 2})
+        models.append([p.detach().clone() for p in env.peer_model(2).parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*models, strict=True))
+
+
+def test_the_team_goal_ends_every_agent_and_the_round_limit_truncates() -> None:
+    env = GossipEnv(**SMALL, goal=0.01)
+    env.reset(seed=0)
+    _, _, terms, truncs, _ = env.step(_keep(env))
+    assert all(terms.values()) and not any(truncs.values()) and env.agents == []
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step({})
+    low = GossipEnv(**SMALL, goal=0.99, team_goal="min")
+    low.reset(seed=0)
+    for _ in range(4):
+        _, _, terms, truncs, _ = low.step(_keep(low))
+    assert all(truncs.values()) and not any(terms.values())
+    assert low.team_accuracy == pytest.approx(float(low.accuracies.min()))
+
+
+def test_faults_come_through_the_components() -> None:
+    env = GossipEnv(**SMALL, offline_prob=0.6, link_failure_prob=0.5, byzantine_peers=1)
+    env.reset(seed=1)
+    assert env.episode.byzantine.sum() == 1
+    seen_offline = failed = False
+    for _ in range(4):
+        masks = {a: env.action_mask(a) for a in env.agents}
+        offline = [i for i in range(5) if not env.episode.online[i]]
+        for i in offline:
+            assert masks[f"peer_{i}"].tolist() == [int(k == i) for k in range(5)]
+        seen_offline = seen_offline or bool(offline)
+        # Everyone sends to the next peer: a send from or to an offline peer is paid and lost.
+        actions = {a: (i + 1) % 5 for i, a in enumerate(env.possible_agents)}
+        online = env.episode.online.copy()  # this round's (the step draws the next round's)
+        _, _, _, _, infos = env.step(actions)
+        for i in offline:
+            assert not infos[f"peer_{i}"]["delivered"] and not infos[f"peer_{(i - 1) % 5}"]["delivered"]
+            assert infos[f"peer_{i}"]["hop_cost"] > 0
+        failed = failed or any(
+            not i["delivered"] and online[k] and online[(k + 1) % 5] for k, i in enumerate(infos.values())
+        )
+    assert seen_offline and failed
+
+
+def test_render_shows_each_rounds_sends() -> None:
+    env = GossipEnv(**SMALL, render_mode="ansi", link_failure_prob=0.99)
+    env.reset(seed=0)
+    env.step({**_keep(env), "peer_0": 3})
+    env.step(_keep(env))
+    assert env.render() == "round   1  0->3x\nround   2  (every peer kept)"
+    assert GossipEnv(**SMALL).render() is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"transfer": "relay"}, "transfer='relay' is not accepted by GossipEnv; accepted: 'average', 'distill'"),
+        ({"team_goal": "median"}, "team_goal='median' is not accepted by GossipEnv; accepted: 'mean', 'min'"),
+        ({"agent_reward": "mine"}, "agent_reward='mine' is not accepted by GossipEnv; accepted: 'own', 'team'"),
+        ({"observation": "hl_pca"}, "observation='hl_pca' is not accepted by GossipEnv; accepted: 'peer_features'"),
+        ({"domain_shift": "rotate"}, "domain_shift='rotate' is not accepted by GossipEnv; accepted: None"),
+        ({"render_mode": "human"}, "render_mode='human' is not accepted by GossipEnv; accepted: None, 'ansi'"),
+        ({"n_peers": 0}, "n_peers=0"),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        GossipEnv(**kwargs)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_actions_are_refused_and_leave_the_round_unplayed() -> None:
+    env = GossipEnv(**SMALL)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"actions for \['peer_0'\] are not accepted; accepted: one action for each"):
+        env.step({"peer_0": 1})
+    with pytest.raises(ValueError, match=r"actions\['peer_1'\]=7 is not accepted; accepted: a peer index in \[0, 4\]"):
+        env.step({**_keep(env), "peer_1": 7})
+    assert env.round == 0 and env.comm_cost == 0.0
+
+
+NEEDS_SUPERSUIT = pytest.mark.skipif(
+    importlib.util.find_spec("supersuit") is None and os.environ.get("HLGYM_TEST_MULTIAGENT") != "1",
+    reason="SuperSuit (the multiagent extra) is not installed",
+)
+
+
+@NEEDS_SUPERSUIT
+def test_parameter_shared_ppo_trains_through_supersuit_and_plays() -> None:
+    from hlgym.agents.gossip import SharedPolicy, evaluate, train_shared
+
+    kwargs = {**SMALL, "max_rounds": 3}
+    model = train_shared(kwargs, 64, seed=0, copies=2, n_steps=8, n_epochs=1)
+    assert model.get_env().num_envs == 2 * 5  # every agent of every copy is a slot
+    again = train_shared(kwargs, 64, seed=0, copies=2, n_steps=8, n_epochs=1)
+    assert all(torch.equal(a, b) for a, b in zip(model.policy.parameters(), again.policy.parameters(), strict=True))
+    played = evaluate(SharedPolicy(model), GossipEnv(**kwargs), 2, 10_000)
+    assert [e.seed for e in played] == [10_000, 10_001] and all(e.rounds <= 3 for e in played)
+    again_played = evaluate(SharedPolicy(again), GossipEnv(**kwargs), 2, 10_000)
+    assert [e.team_curve for e in played] == [e.team_curve for e in again_played]
+
+
+def test_the_baselines_decide_from_each_agents_own_view() -> None:
+    from hlgym.agents.gossip import BASELINES, FixedPeerPolicy, evaluate
+
+    env = GossipEnv(**SMALL, goal=1.0)
+    obs, infos = env.reset(seed=0)
+    distances = env.episode.distances
+    assert distances is not None
+    assert BASELINES["keep"]().act("peer_2", obs["peer_2"], infos["peer_2"]) == 2
+    nearest = BASELINES["nearest"]().act("peer_2", obs["peer_2"], infos["peer_2"])
+    assert nearest == int(np.argmin(np.where(np.arange(5) == 2, np.inf, distances[2])))
+    assert FixedPeerPolicy(4).act("peer_1", obs["peer_1"], infos["peer_1"]) == 4
+    poc = BASELINES["power_of_choice"]()
+    assert all(poc.act("peer_0", obs["peer_0"], infos["peer_0"]) != 0 for _ in range(10))
+    keep = evaluate(BASELINES["keep"](), env, 1, 10_000)[0]
+    assert keep.comm_cost == 0.0 and keep.bytes_per_peer == 0.0 and keep.rounds == 4 and not keep.reached_goal
+    assert len(keep.team_curve) == 5
+
+
+def test_the_oracle_replays_the_route_it_found() -> None:
+    from hlgym.agents.gossip import GossipOracle, evaluate
+
+    env = GossipEnv(**SMALL, goal=1.0)
+    oracle = GossipOracle(env, width=2, samples=3)
+    played = evaluate(oracle, env, 1, 10_000)[0]
+    assert len(oracle.route) == 4 and oracle.searched_steps == 3 + 3 * 2 * 3  # one beam, then two
+    replay = GossipEnv(**SMALL, goal=1.0)  # a fresh env, the same seed, the route found
+    replay.reset(seed=10_000)
+    for actions in oracle.route:
+        replay.step(actions)
+    assert played.team_accuracy == replay.team_accuracy and played.comm_cost == replay.comm_cost
+    with pytest.raises(ValueError, match="samples=1 is not accepted; accepted: an integer >= 2"):
+        GossipOracle(samples=1)
