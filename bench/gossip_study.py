@@ -1,7 +1,7 @@
 """The gossip env's team goal: the baselines' team-accuracy curves on held-out episodes.
 
     python bench/gossip_study.py                         # 10 peers, average, 20 episodes
-    python bench/gossip_study.py --peers 20 --episodes 10
+    python bench/gossip_study.py --peers 20 --episodes 10 --fixed 5
     python bench/gossip_study.py --transfer distill
 
 Every policy plays with the goal lifted out of reach (each episode runs its ``max_rounds``
@@ -45,15 +45,20 @@ def main() -> None:
     parser.add_argument("--peers", type=int, default=10)
     parser.add_argument("--transfer", default="average", choices=["average", "distill", "logits"])
     parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--fixed", type=int, help="fixed peers tried: 0..FIXED-1 (default: every peer)")
+    parser.add_argument("--no-oracle", dest="oracle", action="store_false", help="leave the oracle out")
     parser.add_argument("--json", default="bench/gossip_study.json")
     args = parser.parse_args()
     path = Path(args.json)
     store: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     key = f"peers={args.peers} transfer={args.transfer} episodes={args.episodes}"
-    env = GossipEnv(n_peers=args.peers, transfer=args.transfer, goal=1.0)
+    # The default's samples per peer fit 10 peers; 20 take 32 + 32 (what PeerSelectionConfig says fits).
+    samples: dict[str, Any] = {} if args.peers <= 10 else {"main_samples": 32, "other_samples": 32}
+    env = GossipEnv(n_peers=args.peers, transfer=args.transfer, goal=1.0, **samples)
     policies: dict[str, GossipPolicy] = {name: make() for name, make in BASELINES.items()}
-    policies.update({f"fixed:{k}": FixedPeerPolicy(k) for k in range(args.peers)})
-    policies["oracle"] = GossipOracle(env)  # last: it costs the most
+    policies.update({f"fixed:{k}": FixedPeerPolicy(k) for k in range(args.fixed or args.peers)})
+    if args.oracle:
+        policies["oracle"] = GossipOracle(env)  # last: it costs the most
     for name, policy in policies.items():
         done = store.setdefault(key, {})
         if name in done:

@@ -229,3 +229,24 @@ def test_the_oracle_replays_the_route_it_found() -> None:
     assert played.team_accuracy == replay.team_accuracy and played.comm_cost == replay.comm_cost
     with pytest.raises(ValueError, match="samples=1 is not accepted; accepted: an integer >= 2"):
         GossipOracle(samples=1)
+
+
+def test_named_settings_are_made_by_name() -> None:
+    env = gossip.make("hlgym/Gossip-v0", n_peers=4)
+    assert env.config.goal == gossip.PRESETS["hlgym/Gossip-v0"]["goal"] and env.config.n_peers == 4
+    assert gossip.parallel_env(max_rounds=3).config.transfer == "average"
+    with pytest.raises(ValueError, match="env_id='hlgym/Gossip-v9' is not accepted; accepted: hlgym/Gossip-v0"):
+        gossip.make("hlgym/Gossip-v9")
+
+
+@pytest.mark.parametrize("transfer", ["average", "distill", "logits"])
+def test_batched_and_one_at_a_time_training_give_the_same_episode(transfer: str) -> None:
+    rounds = [{0: 1, 2: 1, 3: 4}, {1: 0, 4: 2, 0: 2}, {}]
+    kwargs = {**SMALL, "transfer": transfer, "byzantine_peers": 1}
+    batched = _play(GossipEnv(**kwargs, batched=True), 2, rounds)
+    single = _play(GossipEnv(**kwargs, batched=False), 2, rounds)
+    for (rew_b, info_b), (rew_s, info_s) in zip(batched, single, strict=True):
+        assert rew_b == pytest.approx(rew_s, abs=1e-6)
+        for agent in info_s:
+            assert info_b[agent]["accuracy"] == pytest.approx(info_s[agent]["accuracy"], abs=1e-6)
+            assert info_b[agent]["received_from"] == info_s[agent]["received_from"]
