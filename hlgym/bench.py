@@ -70,6 +70,7 @@ SUITE: tuple[Case, ...] = (
     Case("PeerSelection-v0", "hlgym/PeerSelection-v0", {}),
     Case("DomainShift-v1", "hlgym/DomainShift-v1", {}),
     Case("ModalityExperts-v1", "hlgym/ModalityExperts-v1", {}),
+    *(Case(f"PeerSelection-{m}-v0", f"hlgym/PeerSelection-{m}-v0", {}) for m in ("Average", "Distill", "Logits")),
     *(
         Case(f"TaskDistribution-v1:{f['name']}", "hlgym/TaskDistribution-v1", {"tasks.split": f["name"]})
         for f in TASKS_V1["held_out"]
