@@ -40,9 +40,9 @@ peers' accuracies; every agent terminates when it reaches ``goal``, and every ag
 truncated after ``max_rounds`` rounds.
 
 Faults are the single-agent env's components: ``offline_prob`` (as there, the component
-keeps ``start_peer`` online), ``link_failure_prob`` and ``byzantine_peers`` (a byzantine
-peer corrupts the model it trains). Scenarios (domain shift, view splits) and ``hl_pca`` are
-not offered here.
+keeps ``start_peer`` online), ``link_failure_prob`` and the peers that corrupt the model they
+train. Components that add observation columns (the scenarios) and ``hl_pca`` are not
+offered here.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from hlgym.envs import components
 from hlgym.envs.components.base import Move
 from hlgym.envs.components.transfer import PER_PEER
 from hlgym.envs.config import PeerSelectionConfig, make_config
@@ -75,8 +76,6 @@ COLUMNS = ("is_self", "hop_cost", "probe_loss", "since_heard", "progress")
 """An agent's observation columns, one row per peer (see the module docstring)."""
 # Settings of the single-agent env this env does not offer, and why (checked at construction).
 _REFUSED = {
-    "domain_shift": (None, "a scenario's observation columns read one holder's model"),
-    "modality_split": (None, "a scenario's observation columns read one holder's model"),
     "observation": ("peer_features", "every agent sees its own local view (COLUMNS)"),
     "first_round_at_start": (False, "no peer starts with the model: every peer holds one"),
 }
@@ -136,6 +135,9 @@ class GossipEnv(ParallelEnv[str, np.ndarray, np.int64]):  # type: ignore[misc]  
         for field, (allowed, why) in _REFUSED.items():
             if getattr(cfg, field) != allowed:
                 _fail(field, getattr(cfg, field), f"{allowed!r} ({why})")
+        for cls, _ in components.for_config(cfg):  # a scenario: its columns read one holder's model
+            if cls.columns:
+                _fail("components", cls.name, "the transfer modes and components without observation columns")
         if team_goal not in TEAM_GOALS:
             _fail("team_goal", team_goal, ", ".join(repr(g) for g in TEAM_GOALS))
         if agent_reward not in AGENT_REWARDS:
@@ -204,7 +206,7 @@ class GossipEnv(ParallelEnv[str, np.ndarray, np.int64]):  # type: ignore[misc]  
         ep, n = self.episode, self.config.n_peers
         ep.begin(self.np_random, None)  # options: not used (PettingZoo's api test passes some)
         self.models.initialize(list(range(n)), ep.slot_generators())
-        # Each peer's batch order (and a byzantine peer's noise) from a generator of its own,
+        # Each peer's batch order (and a corrupting peer's noise) from a generator of its own,
         # so a round's trainings draw the same whether they run one after the other or batched.
         self._generators = [torch.Generator().manual_seed(int(self.np_random.integers(2**63 - 1))) for _ in range(n)]
         self.round, self.comm_cost, self.bytes_sent = 0, 0.0, 0
