@@ -108,7 +108,8 @@ class GossipEnv(ParallelEnv[str, np.ndarray, np.int64]):  # type: ignore[misc]  
     >>> sorted(obs), obs["peer_0"].shape
     (['peer_0', 'peer_1', 'peer_2', 'peer_3'], (4, 5))
     >>> obs, rewards, terms, truncs, infos = env.step({"peer_0": 1, "peer_1": 1, "peer_2": 3, "peer_3": 0})
-    >>> infos["peer_0"]["round"], infos["peer_1"]["received_from"]
+    >>> info = infos["peer_1"]
+    >>> info["round"], info["received_from"]
     (1, [0])
     """
 
