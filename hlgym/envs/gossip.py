@@ -375,7 +375,7 @@ class GossipEnv(ParallelEnv[str, np.ndarray, np.int64]):  # type: ignore[misc]  
             obs[:, 3] = np.clip(since[i], 0.0, 1.0)
             obs[:, 4] = self.round / cfg.max_rounds
             out[agent] = obs
-        return {a: out[a] for a in self.agents} if self.agents else out
+        return out
 
     def _infos(self, hops: np.ndarray, delivered: np.ndarray, arrivals: list[list[int]]) -> dict[str, dict[str, Any]]:
         team = self.team_accuracy
