@@ -29,3 +29,10 @@ def default_run(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
         ]
     )
     return folder
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working folder for a fence that writes files (a figure), thrown away after."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

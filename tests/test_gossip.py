@@ -148,6 +148,30 @@ def test_render_shows_each_rounds_sends() -> None:
     assert GossipEnv(**SMALL).render() is None
 
 
+def test_the_route_map_draws_every_agents_sends_in_a_round() -> None:
+    from matplotlib.text import Annotation
+
+    from hlgym.agents.gossip import RandomNeighbourPolicy, evaluate
+    from hlgym.plots import gossip_sends
+
+    env = GossipEnv(**SMALL, link_failure_prob=0.3)
+    (episode,) = evaluate(RandomNeighbourPolicy(), env, 1, seed=3)
+    assert len(episode.sends) == episode.rounds and len(episode.positions) == SMALL["n_peers"]
+    assert episode.sends == env.sends and episode.main_classes == [int(c) for c in np.asarray(env.episode.main_classes)]
+    fig = gossip_sends(episode, rounds=[1, 2, 3], cols=2)
+    drawn = [ax for ax in fig.axes if ax.axison]
+    assert len(drawn) == 3 and len(fig.axes) == 4  # 2 x 2 panels, the fourth blank
+    for ax, sends in zip(drawn, episode.sends, strict=False):
+        arrows = [t for t in ax.texts if isinstance(t, Annotation)]
+        assert len(arrows) == len(sends) and len(ax.texts) - len(arrows) == SMALL["n_peers"]  # + the peers' labels
+        lost = sum(1 for *_, ok in sends if not ok)
+        assert sum(a.arrow_patch is not None and a.arrow_patch.get_linestyle() == ":" for a in arrows) == lost
+        assert ax.get_title().startswith(f"round {drawn.index(ax) + 1}: {len(sends)} sends")
+        assert (f"{lost} lost" in ax.get_title()) == (lost > 0)
+    with pytest.raises(ValueError, match=r"rounds=\[0\] is not accepted; accepted: rounds 1\.\."):
+        gossip_sends(episode, rounds=[0])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -336,6 +336,26 @@ def _group_label(kind: str, shift: str, value: Any) -> str:
     return f"{kind} {value}"
 
 
+def _arrow(
+    ax: Axes, start: np.ndarray, end: np.ndarray, color: str, lw: float, alpha: float, shrink: float, style: str = "-"
+) -> None:
+    """An arrow from ``start`` to ``end`` that stops ``shrink`` points short of each disc."""
+    ax.annotate(
+        "",
+        xy=(float(end[0]), float(end[1])),
+        xytext=(float(start[0]), float(start[1])),
+        arrowprops={
+            "arrowstyle": "-|>",
+            "color": color,
+            "linestyle": style,
+            "lw": lw,
+            "alpha": alpha,
+            "shrinkA": shrink,
+            "shrinkB": shrink,
+        },
+    )
+
+
 def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", title: str | None = None) -> Axes:
     """One episode's route on the topology: peers at their layout positions, coloured by
     main class (by domain when the episode had a ``domain_shift``, by the view a peer holds
@@ -361,19 +381,7 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
         if a != b:
             taken.setdefault((a, b), []).append(k)
     for (a, b), ks in taken.items():
-        ax.annotate(
-            "",
-            xy=pos[b],
-            xytext=pos[a],
-            arrowprops={
-                "arrowstyle": "-|>",
-                "color": "0.35",
-                "lw": 0.6 + 3.0 * max(hops[k - 1] for k in ks) / widest,
-                "alpha": 0.7,
-                "shrinkA": 9,
-                "shrinkB": 9,
-            },
-        )
+        _arrow(ax, pos[a], pos[b], "0.35", 0.6 + 3.0 * max(hops[k - 1] for k in ks) / widest, 0.7, 9)
         at = pos[a] + 0.4 * (pos[b] - pos[a])
         ax.text(
             at[0],
@@ -465,3 +473,55 @@ def route(rec: EpisodeRecord, ax: Axes | None = None, unit: str = "distance", ti
         title = None if own_class else (kind if by_group else "main class")
         ax.legend(title=title, fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return ax
+
+
+def gossip_sends(episode: Any, rounds: Sequence[int] | None = None, cols: int = 4) -> Figure:
+    """Every agent's sends in the rounds of one gossip episode
+    (:class:`hlgym.agents.gossip.GossipEpisode`): one panel per round, the peers at their
+    layout positions coloured by main class, an arrow per send (grey: delivered; dotted
+    black: lost to an offline peer or a failed link); a peer that kept its knowledge has none.
+
+    Args:
+        episode: The episode (its ``sends``, ``positions`` and ``main_classes``).
+        rounds: The rounds to draw, from 1 (default: the first eight played).
+        cols: Panels per row.
+    """
+    sends = list(getattr(episode, "sends", []))
+    if not sends or not getattr(episode, "positions", None):
+        raise ValueError("the episode has no sends or no peer positions (GossipEpisode of hlgym >= 0.3 records them)")
+    chosen = list(rounds) if rounds is not None else list(range(1, min(len(sends), 8) + 1))
+    bad = [r for r in chosen if not 1 <= r <= len(sends)]
+    if not chosen or bad:
+        raise ValueError(f"rounds={chosen!r} is not accepted; accepted: rounds 1..{len(sends)} (at least one)")
+    if isinstance(cols, bool) or not isinstance(cols, int) or cols < 1:
+        raise ValueError(f"cols={cols!r} is not accepted; accepted: an integer >= 1")
+    pos = np.asarray(episode.positions, dtype=np.float64)
+    classes = np.asarray(episode.main_classes or [0] * len(pos))
+    colours = [CLASS_COLOURS[int(c) % len(CLASS_COLOURS)] for c in classes]
+    ncols = min(cols, len(chosen))
+    nrows = math.ceil(len(chosen) / ncols)
+    fig = Figure(figsize=(2.8 * ncols, 2.9 * nrows + 0.5), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(chosen):
+            ax.set_axis_off()
+            continue
+        r = chosen[k]
+        for i, j, delivered in sends[r - 1]:
+            _arrow(ax, pos[i], pos[j], "0.45" if delivered else "black", 1.0, 0.8, 7, "-" if delivered else ":")
+        ax.scatter(pos[:, 0], pos[:, 1], s=170, color=colours, edgecolor="black", zorder=3)
+        for i, (x, y) in enumerate(pos):
+            ink = "black" if colours[i] in LIGHT else "white"
+            ax.text(x, y, str(i), ha="center", va="center", fontsize=7, color=ink, fontweight="bold", zorder=4)
+        lost = sum(1 for *_, ok in sends[r - 1] if not ok)
+        ax.set_title(f"round {r}: {len(sends[r - 1])} sends" + (f", {lost} lost" if lost else ""), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.margins(0.12)
+        ax.set_aspect("equal", adjustable="datalim")
+    fig.suptitle(
+        f"Gossip episode seed {episode.seed}: every agent's sends "
+        "(grey: delivered, dotted black: lost; colour: main class)",
+        fontsize=9,
+    )
+    return fig
