@@ -136,6 +136,19 @@ class Args:
         ),
     )
     checkpoint_every: int = field(default=2000, metadata=_help("Training steps between checkpoints."))
+    pretrain: str | None = field(
+        default=None,
+        metadata=_help(
+            """Behaviour-clone the policy before it trains (ppo, a2c, maskable_ppo; the imitation
+            extra: pip install -c constraints.txt -e '.[imitation]'): 'oracle' plays the oracle
+            on --pretrain-episodes episodes of seeds of their own and writes them as a Minari
+            dataset in OUT/demos/; a Minari dataset id (local root) or folder clones on that."""
+        ),
+    )
+    pretrain_episodes: int = field(
+        default=50, metadata=_help("--pretrain oracle: the oracle's episodes (about 4 s each on the default id).")
+    )
+    pretrain_epochs: int = field(default=50, metadata=_help("--pretrain: passes of behaviour cloning over the steps."))
     backend: str = field(
         default="sb3",
         metadata={

@@ -12,6 +12,8 @@
     model.zip | model.pt the final policy (model.pt: hl_dqn's agent, or the rllib backend's
                          attention network)
     results.json         the policy and every baseline on the held-out evaluation seeds
+    demos/               --pretrain oracle: the oracle's episodes, a Minari dataset
+                         (demos/hlgym/<Env-vN>/oracle-v0/), written before training
     plots/               the figures of hlgym.plots
 
 A run over several training seeds (``hlgym-train --seeds ...``) is a folder of such runs,
@@ -69,6 +71,8 @@ class RunFolder:
         self.hl_dqn_checkpoint = self.checkpoints / "hl_dqn.pt"
         self.tensorboard = self.path / "tb"
         self.plots = self.path / "plots"
+        self.demos = self.path / "demos"
+        """The root of the run's Minari datasets (``--pretrain oracle``)."""
 
     def model_file(self, algo: str, backend: str = "sb3") -> Path:
         """Where the final policy of ``algo`` goes: ``model.pt`` for hl_dqn and for the rllib
@@ -87,12 +91,13 @@ class RunFolder:
 
     def holds_work(self) -> bool:
         """Whether the folder holds anything a run could continue from or report: a
-        checkpoint (SB3's manifest, hl_dqn's, an RLlib folder), a final model, results or a
-        seed's run."""
+        checkpoint (SB3's manifest, hl_dqn's, an RLlib folder), a final model, results, a
+        seed's run or the oracle's demonstrations."""
         checkpoints = self.checkpoints.is_dir() and any(self.checkpoints.iterdir())
         models = any((self.path / name).is_file() for name in ("model.zip", "model.pt"))
         seeds = any(self.path.glob("seed_*"))
-        return checkpoints or models or seeds or self.results_file.is_file()
+        demos = self.demos.is_dir() and any(self.demos.iterdir())
+        return checkpoints or models or seeds or demos or self.results_file.is_file()
 
     def discard_unstarted(self) -> bool:
         """Remove what a run that failed before it held any work wrote (see

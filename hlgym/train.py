@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 import hlgym
-from hlgym.agents import BASELINES, Agent, EpisodeRecord, Evaluation, evaluate, sb3
+from hlgym.agents import BASELINES, Agent, EpisodeRecord, Evaluation, evaluate, imitation, sb3
 from hlgym.agents.attention import PeerSetAgent
 from hlgym.agents.baselines import LookaheadAgent, StayAgent
 from hlgym.agents.hl_dqn import HLDQNAgent
@@ -48,6 +48,8 @@ from hlgym.options import (
 from hlgym.runs import RunFolder, across_seeds, format_seeds_table, format_table, fresh_run_dir
 
 TRAINED_ALGOS = (*sb3.ALGORITHMS, "hl_dqn")
+# The actor-critics --pretrain clones (a policy of action probabilities and values, no recurrent state).
+PRETRAINED_ALGOS = ("ppo", "a2c", "maskable_ppo")
 SEEDED = ("random", "power_of_choice")  # the baselines that draw, from --seed
 # Built-in agents outside every run's table: they search copies of the env (lookahead,
 # oracle: n_peers or width * n_peers env steps per step) or evaluate every peer (stay).
@@ -181,6 +183,8 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
         )
     check_device(args.device)
     trainer.check(args, config, hp)
+    if args.pretrain is not None:
+        _check_pretrain(args, config)
     check_env(args.env, config)
     return args, config, hp
 
@@ -248,6 +252,62 @@ def _check_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) -> N
             raise SystemExit(f"--policy: {exc}") from exc
     if args.policy == "attention" and config.observation != "peer_features":
         raise SystemExit("--policy attention is not accepted with observation='hl_pca'; accepted: peer_features")
+
+
+def _check_pretrain(args: Args, config: PeerSelectionConfig) -> None:
+    """``--pretrain``: an actor-critic algorithm, Minari installed, counts >= 1, and a dataset
+    whose observations are the env's (read once here, so that a wrong one fails before any file)."""
+    if args.algo not in PRETRAINED_ALGOS or args.backend != "sb3":
+        algo = args.algo if args.backend == "sb3" else f"{args.algo} --backend {args.backend}"
+        raise SystemExit(
+            f"--pretrain is not accepted with --algo {algo}; accepted with: {', '.join(PRETRAINED_ALGOS)} (sb3)"
+        )
+    if args.evaluate_model is not None:
+        raise SystemExit("--pretrain with --evaluate-model is not accepted: nothing trains; accepted: one of them")
+    for name in ("pretrain_episodes", "pretrain_epochs"):
+        if getattr(args, name) < 1:
+            raise SystemExit(
+                f"--{name.replace('_', '-')} {getattr(args, name)} is not accepted; accepted: an integer >= 1"
+            )
+    if importlib.util.find_spec("minari") is None:
+        raise SystemExit(f"--pretrain needs Minari, which is not installed: {imitation.INSTALL_HINT}")
+    if args.pretrain != "oracle":
+        assert args.pretrain is not None
+        env = registration.make(args.env, config)
+        try:
+            imitation.read_dataset(args.pretrain, env.observation_space)
+        except ValueError as exc:
+            raise SystemExit(f"--pretrain: {exc}; accepted: oracle, a Minari dataset id or folder") from None
+        finally:
+            env.close()
+
+
+def pretrain(args: Args, config: PeerSelectionConfig, run: RunFolder, model: Any) -> None:
+    """Behaviour-clone ``model``'s policy (``--pretrain``) before it trains: on the oracle's
+    episodes (played and written to ``run.demos`` unless a run that stopped wrote them
+    already), or on the dataset given."""
+    source: str | Path = args.pretrain or ""
+    if args.pretrain == "oracle":
+        dataset_id = imitation.dataset_id_for(args.env)
+        source = run.demos / dataset_id
+        if not source.is_dir():
+            env = registration.make(args.env, config)
+            try:
+                evaluation = range(args.eval_seed, args.eval_seed + args.eval_episodes)
+                seeds = imitation.demo_seeds(args.seed, args.pretrain_episodes, avoid=evaluation)
+                start = time.perf_counter()
+                episodes = imitation.oracle_episodes(env, seeds, progress=args.progress)
+                imitation.write_dataset(episodes, env, dataset_id, root=run.demos)
+            finally:
+                env.close()
+            steps = sum(len(ep.actions) for ep in episodes)
+            print(f"pretrain: {len(episodes)} oracle episodes ({steps} steps) in {time.perf_counter() - start:.0f} s")
+    demos = imitation.read_dataset(source, model.observation_space)
+    fit = imitation.behaviour_clone(model.policy, demos, gamma=model.gamma, epochs=args.pretrain_epochs, seed=args.seed)
+    print(
+        f"pretrain: cloned {len(demos.actions)} steps of {demos.episodes} episodes ({args.pretrain_epochs} epochs): "
+        f"nll {fit['nll']:.3f}, the demonstrated peer is the policy's first choice on {fit['accuracy']:.0%}"
+    )
 
 
 def _check_nothing(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) -> None:
@@ -327,6 +387,8 @@ def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: 
             **hp,
         )
         log = run.episode_log(env_id=args.env)
+        if args.pretrain is not None:
+            pretrain(args, config, run, model)
     callbacks = [sb3.EpisodeLogCallback(log, config.goal), sb3.CheckpointCallback(run, args.checkpoint_every, log)]
     try:
         remaining = args.timesteps - model.num_timesteps

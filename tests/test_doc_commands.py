@@ -27,6 +27,8 @@ from tests.conftest import tiny_overrides
 ROOT = Path(__file__).resolve().parents[1]
 # --backend rllib commands run where Ray is installed (.ci/run's ray leg runs this file there).
 RAY = importlib.util.find_spec("ray") is not None
+# --pretrain commands run where Minari is installed (.ci/run's imitation leg runs this file there).
+MINARI = importlib.util.find_spec("minari") is not None
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TRAIN = ("hlgym-train", "python train_meta.py")
 PLOTS = "python -m hlgym.plots"
@@ -107,6 +109,8 @@ def small_budget(argv: list[str]) -> list[str]:
         # The run folder holds its options; only the new budget is the command's.
         return _set(argv, "--timesteps", str(2 * STEPS)) if "--timesteps" in argv else argv
     argv = _set(_set(argv, "--timesteps", str(STEPS)), "--eval-episodes", "2")
+    if "--pretrain" in argv:
+        argv = _set(_set(argv, "--pretrain-episodes", "2"), "--pretrain-epochs", "2")
     env_id = argv[argv.index("--env") + 1] if "--env" in argv else options.Args().env
     return [*_with_env_kwargs(argv, tiny_overrides(env_id)), "--no-progress"]
 
@@ -146,6 +150,8 @@ def test_every_documented_command_runs_at_a_small_budget(
                 assert exit_.value.code == 0, where
             elif command.startswith(TRAIN) and "rllib" in argv and not RAY:
                 continue  # tests/test_rllib.py's note: .ci/run runs this where Ray is installed
+            elif command.startswith(TRAIN) and "--pretrain" in argv and not MINARI:
+                continue  # the imitation extra's: .ci/run runs this file where Minari is installed
             elif command.startswith(TRAIN):
                 results = train.main(small_budget(list(key)))
                 assert "random" in results, where
