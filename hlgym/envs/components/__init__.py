@@ -10,6 +10,8 @@ module                    component(s)                                turned on 
 ``byzantine``             ``ByzantinePeers``                          ``byzantine_peers``
 ``domain_shift``          ``DomainShift``                             ``domain_shift``
 ``modality``              ``ModalityViews``                           ``modality_split``
+``insight``               ``ClassGap``, ``LossChange``: extra         the config's
+                          observation columns (plug-ins)              ``components``
 plug-ins                  a user's :class:`Component` subclass        the config's
                                                                       ``components``
 ========================  ==========================================  ======================
@@ -35,7 +37,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from hlgym.envs import checks, partition
-from hlgym.envs.components import byzantine, domain_shift, faults, modality, transfer
+from hlgym.envs.components import byzantine, domain_shift, faults, insight, modality, transfer
 from hlgym.envs.components.base import BYTES_PER_PARAM, Component, EpisodeState, Move, ProbeStats, Training
 from hlgym.envs.components.transfer import TransferMode
 from hlgym.envs.datasets import DeviceData
@@ -267,3 +269,8 @@ def _thawed(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_thawed(v) for v in value]
     return value
+
+
+# The extra observation columns ship as plug-ins known by name (no registered id uses them).
+register(insight.ClassGap)
+register(insight.LossChange)

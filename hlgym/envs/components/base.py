@@ -112,6 +112,8 @@ class EpisodeState(Protocol):
     """Each peer's labels (a component's ``begin`` may replace them)."""
     probe_x: torch.Tensor
     """Every peer's probe images, peer after peer (``probe_starts``), after ``begin``."""
+    probe_y: torch.Tensor
+    """Their labels."""
     probe_starts: np.ndarray
     """Where each peer's rows start in ``probe_x``."""
     online: np.ndarray
