@@ -1,7 +1,7 @@
 """Parameter-shared PPO on the gossip env against its baselines, over training seeds.
 
     python bench/gossip_train.py                                  # hlgym/Gossip-v0, seeds 0 1 2
-    python bench/gossip_train.py --id hlgym/Gossip-20-v0 --seeds 0 1 2
+    python bench/gossip_train.py --agent-reward team --seeds 0 1 2   # every agent paid the team's accuracy
 
 Each training seed trains :func:`hlgym.agents.gossip.train_shared` (SB3 PPO through
 SuperSuit, the attention policy over the peer rows, ``--timesteps`` agent steps) and plays
@@ -57,12 +57,14 @@ def main() -> None:
     parser.add_argument("--id", default="hlgym/Gossip-v0", choices=list(gossip.PRESETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=40_000, help="agent steps per training seed")
+    parser.add_argument("--agent-reward", default="own", choices=gossip.AGENT_REWARDS, help="what an agent is paid")
     parser.add_argument("--json", default="bench/gossip_train.json")
     args = parser.parse_args()
     path = Path(args.json)
     store: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    done = store.setdefault(f"{args.id} timesteps={args.timesteps}", {})
-    kwargs = gossip.PRESETS[args.id]
+    reward = "" if args.agent_reward == "own" else f" agent_reward={args.agent_reward}"
+    done = store.setdefault(f"{args.id} timesteps={args.timesteps}{reward}", {})
+    kwargs = {**gossip.PRESETS[args.id], "agent_reward": args.agent_reward}
     env = gossip.make(args.id)
     for name, make in BASELINES.items():
         if name not in done:
