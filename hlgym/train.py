@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -297,7 +298,14 @@ def pretrain(args: Args, config: PeerSelectionConfig, run: RunFolder, model: Any
                 seeds = imitation.demo_seeds(args.seed, args.pretrain_episodes, avoid=evaluation)
                 start = time.perf_counter()
                 episodes = imitation.oracle_episodes(env, seeds, progress=args.progress)
-                imitation.write_dataset(episodes, env, dataset_id, root=run.demos)
+                # Written aside and moved in whole: a run killed while it writes leaves no half dataset.
+                staging = run.path / ".demos.partial"
+                shutil.rmtree(staging, ignore_errors=True)
+                try:
+                    imitation.write_dataset(episodes, env, dataset_id, root=staging)
+                    os.replace(staging, run.demos)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
             finally:
                 env.close()
             steps = sum(len(ep.actions) for ep in episodes)
@@ -387,10 +395,10 @@ def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: 
             **hp,
         )
         log = run.episode_log(env_id=args.env)
-        if args.pretrain is not None:
-            pretrain(args, config, run, model)
     callbacks = [sb3.EpisodeLogCallback(log, config.goal), sb3.CheckpointCallback(run, args.checkpoint_every, log)]
     try:
+        if manifest is None and args.pretrain is not None:
+            pretrain(args, config, run, model)
         remaining = args.timesteps - model.num_timesteps
         if remaining > 0:
             model.learn(

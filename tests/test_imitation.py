@@ -155,6 +155,7 @@ def test_hlgym_train_pretrains_on_the_oracle_and_keeps_its_dataset(
     run = RunFolder(out)
     folder = run.demos / "hlgym/PeerSelection-v0/oracle-v0"
     assert (folder / "data" / "main_data.hdf5").is_file() and run.results_file.is_file()
+    assert sorted(p.name for p in run.demos.iterdir()) == ["hlgym"] and not (out / ".demos.partial").exists()
     assert json.loads(run.config_file.read_text())["args"]["pretrain"] == "oracle"
     # A dataset on disk is cloned on again, not played again (a run that stopped before its first checkpoint).
     args, config, _ = train.resolve(Args(**{**json.loads(run.config_file.read_text())["args"]}))
@@ -164,6 +165,20 @@ def test_hlgym_train_pretrains_on_the_oracle_and_keeps_its_dataset(
     # --pretrain also takes a dataset folder.
     train.main([*_pretrain_args(tmp_path / "run2")[2:], "--pretrain", str(folder)])
     assert "cloned" in capsys.readouterr().out and not (tmp_path / "run2" / "demos").exists()
+
+
+def test_a_run_that_fails_while_it_writes_its_dataset_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(episodes: Any, env: Any, dataset_id: str, root: Path) -> Path:
+        (root / dataset_id).mkdir(parents=True)  # half written
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(imitation, "write_dataset", disk_full)
+    out = tmp_path / "run"
+    with pytest.raises(OSError, match="No space left"):
+        train.main(_pretrain_args(out))
+    assert not out.exists()  # no half dataset, and the unstarted run's files went with it
 
 
 @pytest.mark.parametrize(
