@@ -38,6 +38,7 @@ from hlgym.agents.oracle import OracleAgent
 __all__ = [
     "DEMO_ALGORITHM",
     "Demonstrations",
+    "Episode",
     "behaviour_clone",
     "dataset_id_for",
     "demo_seeds",
@@ -86,7 +87,17 @@ class Demonstrations:
 
 @dataclass(frozen=True)
 class Episode:
-    """One played episode as Minari stores it (``steps + 1`` observations and masks)."""
+    """One played episode as Minari stores it.
+
+    Attributes:
+        seed: Its ``reset`` seed.
+        observations: ``(steps + 1, *obs_shape)``: after reset and after every step.
+        actions: ``(steps,)``: the peer chosen at each step.
+        rewards: ``(steps,)``.
+        terminations: ``(steps,)``: the goal reached (the last step only, if at all).
+        truncations: ``(steps,)``: the round limit reached.
+        action_masks: ``(steps + 1, n_peers)``: the online peers, as the observations.
+    """
 
     seed: int
     observations: np.ndarray
