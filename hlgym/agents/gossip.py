@@ -25,7 +25,6 @@ import numpy as np
 
 from hlgym.agents.baselines import PowerOfChoiceAgent
 from hlgym.envs.gossip import COLUMNS, GossipEnv
-from hlgym.envs.topology import mds_positions
 
 
 class GossipPolicy(Protocol):
@@ -258,7 +257,8 @@ class GossipEpisode:
     sends: list[list[tuple[int, int, bool]]] = field(default_factory=list)
     """Each round's sends: ``(sender, receiver, delivered)`` (a peer that kept sends nothing)."""
     positions: list[list[float]] = field(default_factory=list)
-    """2-D layout of the peers, for drawing the sends (:func:`hlgym.plots.gossip_sends`)."""
+    """2-D layout of the peers (the topology's drawing positions, set at every reset), for
+    drawing the sends (:func:`hlgym.plots.gossip_sends`)."""
     main_classes: list[int] = field(default_factory=list)
     """Each peer's most frequent class."""
 
@@ -289,20 +289,11 @@ def evaluate(policy: GossipPolicy, env: GossipEnv, episodes: int, seed: int) -> 
                 step_seconds=spent / max(env.round, 1),
                 team_curve=curve,
                 sends=[list(r) for r in env.sends],
-                positions=_layout(env),
+                positions=np.asarray(env.episode.positions, dtype=np.float64).tolist(),
                 main_classes=[int(c) for c in np.asarray(env.episode.main_classes)],
             )
         )
     return out
-
-
-def _layout(env: GossipEnv) -> list[list[float]]:
-    """The peers' 2-D positions: the topology's, else MDS of its distances."""
-    positions = env.episode.positions
-    if positions is None:
-        positions = mds_positions(np.asarray(env.episode.distances))
-    layout: list[list[float]] = np.asarray(positions, dtype=np.float64).tolist()
-    return layout
 
 
 # ---------------------------------------------------------------------------- a learned policy
