@@ -8,6 +8,7 @@
     hlgym-train --out runs/x --resume             # continue a killed run
     hlgym-train --seeds 0 1 2 3 4                 # one run per seed, summarised over the seeds
     hlgym-train --backend rllib --num-env-runners 2   # PPO on Ray RLlib (the ray extra)
+    hlgym-train --env hlgym/Gossip-v0 --seeds 0 1 2   # every peer an agent: shared PPO (multiagent extra)
 
 (``python train_meta.py`` in a checkout is the same command.) The run folder holds
 config.json (the resolved arguments, hyperparameters and env config), model.zip (or model.pt
@@ -20,14 +21,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from hlgym.envs.registration import PRESETS
+from hlgym.envs.registration import MULTIAGENT_PRESETS, PRESETS
 
-__all__ = ["Args", "build_parser", "given_options", "parse_args"]
+__all__ = ["Args", "build_parser", "check_device", "given_options", "import_plugin", "parse_args"]
 
 BACKENDS = ("sb3", "rllib")
 # What a training uses when hyperparams/<algo>.yml has no entry for the env id.
@@ -58,7 +62,10 @@ class Args:
     )
     env: str = field(
         default="hlgym/PeerSelection-v0",
-        metadata=_help(f"Registered environment id: {', '.join(PRESETS)}."),
+        metadata=_help(
+            f"""Registered environment id: {", ".join(PRESETS)}; or a multi-agent id (every peer an
+            agent, PettingZoo; the multiagent extra): {", ".join(MULTIAGENT_PRESETS)}."""
+        ),
     )
     env_kwargs: list[str] = field(
         default_factory=list,
@@ -254,3 +261,39 @@ def parse_args(argv: list[str] | None = None) -> Args:
 def given_options(argv: list[str] | None = None) -> set[str]:
     """The :class:`Args` fields the command line sets itself (not left to their default)."""
     return set(vars(build_parser(defaults=False).parse_args(argv)))
+
+
+def import_plugin(algo: str, names: tuple[str, ...]) -> Any:
+    """The class a plug-in ``--algo module:Class`` names (the working directory on the
+    import path); anything else is refused with the built-in ``names`` accepted."""
+    module_name, sep, class_name = algo.partition(":")
+    if not sep or not module_name or not class_name:
+        raise SystemExit(f"--algo {algo!r} is not accepted; accepted: {', '.join(names)} or module:Class")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # plug-ins next to where the user runs the command
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"--algo {algo!r}: cannot import {class_name} from {module_name}: {exc}") from exc
+
+
+def check_device(device: str) -> None:
+    """``--device``: auto, or a torch device this machine has (SB3 would raise a
+    traceback at the model's construction, after the run folder exists)."""
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise SystemExit(f"--device {device!r} is not accepted; accepted: auto, cpu, cuda, cuda:N (or mps)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            f"--device {device} is not accepted: torch {torch.__version__} sees no CUDA device on this machine; "
+            "accepted: auto or cpu"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit(f"--device {device} is not accepted: this machine has no MPS device; accepted: auto or cpu")

@@ -52,6 +52,9 @@ class EpisodeRecord:
         domain_shift: The transform whose level ``peer_domains`` hold (``"rotate"``
             [degrees], ``"noise"`` [std], ...; empty if none).
         peer_modalities: The view each peer holds (``modality_split``; empty if none).
+        sends: A multi-agent episode's sends, round by round, each ``[sender, receiver,
+            delivered]`` (:class:`hlgym.envs.gossip.GossipEnv`; its ``route`` is empty and
+            its ``accuracy`` the team's); empty for one travelling model.
     """
 
     seed: int
@@ -73,6 +76,7 @@ class EpisodeRecord:
     goal: float | None = None
     domain_shift: str = ""
     peer_modalities: list[int] = field(default_factory=list)
+    sends: list[list[list[Any]]] = field(default_factory=list)
 
     @property
     def final_accuracy(self) -> float:

@@ -35,6 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hlgym.atomic import write_bytes_atomic, write_json_atomic
 from hlgym.records import CEILINGS, METRICS, EpisodeOutcome, EpisodeRecord, Evaluation, Stat, summarize
 
@@ -48,6 +50,7 @@ __all__ = [
     "fresh_run_dir",
     "read_episodes",
     "reduction",
+    "resume_seed",
 ]
 
 RESULTS_SCHEMA_VERSION = 1
@@ -256,6 +259,13 @@ def _evaluations(policies: Mapping[str, Any]) -> dict[str, Evaluation]:
         for name, pol in policies.items()
         for records in [[EpisodeRecord.from_dict(ep) for ep in pol["episodes"]]]
     }
+
+
+def resume_seed(seed: int, timesteps: int) -> int:
+    """The environments' seed after a resume at ``timesteps``: a fresh stream, so the
+    resumed run does not replay the first episodes (hashed, so it does not fall among the
+    small consecutive evaluation seeds either)."""
+    return int(np.random.SeedSequence([seed, timesteps]).generate_state(1)[0])
 
 
 def fresh_run_dir(base: str | os.PathLike[str]) -> Path:

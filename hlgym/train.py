@@ -4,7 +4,8 @@ baselines on held-out episodes, write a run folder (:mod:`hlgym.runs`).
 The command line (:class:`~hlgym.options.Args`, its usage and the console script's entry)
 is :mod:`hlgym.options`, which imports no trainer, so ``--help`` and a refused option come
 back fast; this module resolves and checks the options, picks the backend
-(:data:`TRAINERS`) and runs it.
+(:data:`TRAINERS`) and runs it. A multi-agent ``--env`` (the gossip ids) goes to
+:mod:`hlgym.train_gossip`, in a run folder this module opens the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import yaml
 
 import hlgym
@@ -37,16 +37,19 @@ from hlgym.agents.oracle import OracleAgent
 from hlgym.envs import PRESETS, PeerSelectionConfig, registration
 from hlgym.envs.config import parse_overrides, parse_pairs
 from hlgym.envs.datasets import DataNotFoundError
+from hlgym.envs.registration import MULTIAGENT_PRESETS
 from hlgym.options import (
     BACKENDS,
     DEFAULT_N_ENVS,
     DEFAULT_POLICY,
     DEFAULT_TIMESTEPS,
     Args,
+    check_device,
     given_options,
+    import_plugin,
     parse_args,
 )
-from hlgym.runs import RunFolder, across_seeds, format_seeds_table, format_table, fresh_run_dir
+from hlgym.runs import RunFolder, across_seeds, format_seeds_table, format_table, fresh_run_dir, resume_seed
 
 TRAINED_ALGOS = (*sb3.ALGORITHMS, "hl_dqn")
 # The actor-critics --pretrain clones (a policy of action probabilities and values, no recurrent state).
@@ -74,16 +77,7 @@ def make_agent(algo: str, seed: int, kwargs: dict[str, Any] | None = None) -> Ag
         if algo in SEEDED:
             kwargs = {"seed": seed, **kwargs}
     else:
-        module_name, sep, class_name = algo.partition(":")
-        if not sep or not module_name or not class_name:
-            accepted = ", ".join((*TRAINED_ALGOS, *BASELINES, *SEARCHERS))
-            raise SystemExit(f"--algo {algo!r} is not accepted; accepted: {accepted} or module:Class")
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())  # plug-ins next to where the user runs the command
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as exc:
-            raise SystemExit(f"--algo {algo!r}: cannot import {class_name} from {module_name}: {exc}") from exc
+        cls = import_plugin(algo, (*TRAINED_ALGOS, *BASELINES, *SEARCHERS))
     try:
         agent = cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -108,7 +102,8 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
     """Validate every argument and fill defaults from the hyperparameter file; returns the
     arguments, the env config and the algorithm's keyword arguments. Nothing is written."""
     if args.env not in PRESETS:
-        raise SystemExit(f"--env {args.env!r} is not accepted; accepted: {', '.join(PRESETS)}")
+        accepted = ", ".join((*PRESETS, *MULTIAGENT_PRESETS))
+        raise SystemExit(f"--env {args.env!r} is not accepted; accepted: {accepted}")
     for name in ("eval_episodes", "checkpoint_every"):
         if getattr(args, name) < 1:
             raise SystemExit(
@@ -188,28 +183,6 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
         _check_pretrain(args, config)
     check_env(args.env, config)
     return args, config, hp
-
-
-def check_device(device: str) -> None:
-    """``--device``: auto, or a torch device this machine has (SB3 would raise a
-    traceback at the model's construction, after the run folder exists)."""
-    if device == "auto":
-        return
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
-        raise SystemExit(f"--device {device!r} is not accepted; accepted: auto, cpu, cuda, cuda:N (or mps)")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(
-            f"--device {device} is not accepted: torch {torch.__version__} sees no CUDA device on this machine; "
-            "accepted: auto or cpu"
-        )
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise SystemExit(f"--device {device} is not accepted: this machine has no MPS device; accepted: auto or cpu")
 
 
 def check_env(env_id: str, config: PeerSelectionConfig) -> None:
@@ -367,13 +340,6 @@ def _check_rllib(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) ->
         raise SystemExit(f"hyperparams/ppo.yml for {args.env}: {exc}") from exc
 
 
-def resume_seed(seed: int, timesteps: int) -> int:
-    """The environments' seed after a resume at ``timesteps``: a fresh stream, so the
-    resumed run does not replay the first episodes (hashed, so it does not fall among the
-    small consecutive evaluation seeds either)."""
-    return int(np.random.SeedSequence([seed, timesteps]).generate_state(1)[0])
-
-
 def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: RunFolder) -> Agent:
     """Train (or resume) an SB3 algorithm; returns the trained policy as an Agent."""
     assert args.timesteps is not None and args.n_envs is not None and args.policy is not None
@@ -399,16 +365,9 @@ def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: 
     try:
         if manifest is None and args.pretrain is not None:
             pretrain(args, config, run, model)
-        remaining = args.timesteps - model.num_timesteps
-        if remaining > 0:
-            model.learn(
-                remaining,
-                callback=callbacks,
-                progress_bar=args.progress,
-                reset_num_timesteps=manifest is None,
-                tb_log_name="run",
-            )
-        final = sb3.save_checkpoint(model, run, log.n_rows)
+        final = sb3.learn_to_budget(
+            model, run, log, callbacks, args.timesteps, progress=args.progress, fresh=manifest is None
+        )
     finally:
         log.close()
         venv.close()
@@ -617,7 +576,7 @@ def run_seeds(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
     and print the across-seed summary; ``resumed`` is a resumed run over seeds."""
     # Every option, for every seed, is checked before anything is written; the budget, envs
     # and policy are resolved from the hyperparameter file once, for every seed.
-    resolved, config, _ = resolve(args)
+    resolved, config, _ = _multiagent(args).resolve(args) if is_multiagent(args) else resolve(args)
     args = dataclasses.replace(args, timesteps=resolved.timesteps, n_envs=resolved.n_envs, policy=resolved.policy)
     run = _open_run(
         args,
@@ -699,9 +658,31 @@ def _finished(run: RunFolder, timesteps: int | None) -> bool:
     return done.get("timesteps") in (timesteps, 0)
 
 
+def is_multiagent(args: Args) -> bool:
+    """Whether ``--env`` is a multi-agent id (:data:`~hlgym.envs.registration.MULTIAGENT_PRESETS`)."""
+    return args.env in MULTIAGENT_PRESETS
+
+
+def _multiagent(args: Args) -> Any:
+    """:mod:`hlgym.train_gossip`, which runs a multi-agent ``--env`` (PettingZoo needed)."""
+    try:
+        from hlgym import train_gossip
+    except ImportError as exc:
+        raise SystemExit(f"--env {args.env}: {exc}") from None
+    return train_gossip
+
+
 def run_one(args: Args, resumed: Resumed | None) -> dict[str, Evaluation]:
     """Train (or continue the ``resumed`` run) and evaluate one run; returns the evaluations
     by policy name."""
+    if is_multiagent(args):
+        multi = _multiagent(args)
+        args, config, kwargs = multi.resolve(args)
+        run = _open_run(args, resumed, multi.run_config(args, config, kwargs))
+        with _removed_on_failure(run, fresh=resumed is None):
+            results: dict[str, Evaluation] = multi.train_and_evaluate(args, config, kwargs, run)
+            _draw(run)
+            return results
     args, config, hp = resolve(args)
     body = {"hlgym_version": hlgym.__version__, "args": dataclasses.asdict(args), "hyperparams": hp}
     run = _open_run(args, resumed, {**body, "env_config": config.to_dict()})

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from pettingzoo.utils import BaseParallelWrapper
 
 from hlgym.agents.baselines import PowerOfChoiceAgent
 from hlgym.envs.gossip import COLUMNS, GossipEnv
+from hlgym.records import EpisodeRecord
 
 
 class GossipPolicy(Protocol):
@@ -261,22 +263,65 @@ class GossipEpisode:
     drawing the sends (:func:`hlgym.plots.gossip_sends`)."""
     main_classes: list[int] = field(default_factory=list)
     """Each peer's most frequent class."""
+    round_costs: list[float] = field(default_factory=list)
+    """Each round's sends' hop costs, summed [distance units]."""
+    round_bytes: list[int] = field(default_factory=list)
+    """Bytes sent in each round (a lost send's too) [B]."""
+    rewards: list[float] = field(default_factory=list)
+    """Each round's reward, the mean over the agents."""
+    goal: float | None = None
+    """The team goal."""
+
+    def record(self) -> EpisodeRecord:
+        """The episode as an :class:`~hlgym.records.EpisodeRecord`, the form run folders,
+        results tables and plots read: its accuracy is the team's, its hop costs, bytes and
+        rewards are the rounds' totals (the rewards the agents' mean), its ``route`` is empty
+        (no single model travels) and its ``sends`` are this episode's."""
+        return EpisodeRecord(
+            seed=self.seed,
+            accuracy=list(self.team_curve),
+            hop_costs=list(self.round_costs),
+            rewards=list(self.rewards),
+            rounds=self.rounds,
+            comm_cost=self.comm_cost,
+            bytes_sent=int(sum(self.round_bytes)),
+            reached_goal=self.reached_goal,
+            positions=[list(p) for p in self.positions],
+            main_classes=list(self.main_classes),
+            round_bytes=list(self.round_bytes),
+            goal=self.goal,
+            sends=[[list(send) for send in sends] for sends in self.sends],
+        )
 
 
-def evaluate(policy: GossipPolicy, env: GossipEnv, episodes: int, seed: int) -> list[GossipEpisode]:
-    """Play ``policy`` for ``episodes`` episodes from seeds ``seed, seed + 1, ...``."""
+def evaluate(
+    policy: GossipPolicy, env: GossipEnv, episodes: int, seed: int, progress: bool = False, label: str | None = None
+) -> list[GossipEpisode]:
+    """Play ``policy`` for ``episodes`` episodes from seeds ``seed, seed + 1, ...`` (a policy
+    with ``bind(env)``, the oracle, is bound first); ``progress`` shows a bar labelled
+    ``label`` (default: the policy's class name)."""
+    from tqdm.auto import tqdm
+
+    bind = getattr(policy, "bind", None)
+    if callable(bind):
+        bind(env)
     out = []
-    for k in range(episodes):
+    for k in tqdm(range(episodes), desc=label or type(policy).__name__, disable=not progress):
         policy.reset()
         obs, infos = env.reset(seed=seed + k)
         curve = [env.team_accuracy]
+        costs, sent, rewards = [], [], []
         terminated, spent = False, 0.0
         while env.agents:
             actions = {a: policy.act(a, obs[a], infos[a]) for a in env.agents}
+            cost, bytes_sent = env.comm_cost, env.bytes_sent
             start = time.perf_counter()
-            obs, _, terms, _, infos = env.step(actions)
+            obs, reward, terms, _, infos = env.step(actions)
             spent += time.perf_counter() - start
             curve.append(env.team_accuracy)
+            costs.append(env.comm_cost - cost)
+            sent.append(env.bytes_sent - bytes_sent)
+            rewards.append(float(np.mean(list(reward.values()))))
             terminated = any(terms.values())
         out.append(
             GossipEpisode(
@@ -291,6 +336,10 @@ def evaluate(policy: GossipPolicy, env: GossipEnv, episodes: int, seed: int) -> 
                 sends=[list(r) for r in env.sends],
                 positions=np.asarray(env.episode.positions, dtype=np.float64).tolist(),
                 main_classes=[int(c) for c in np.asarray(env.episode.main_classes)],
+                round_costs=costs,
+                round_bytes=sent,
+                rewards=rewards,
+                goal=float(env.config.goal),
             )
         )
     return out
@@ -319,6 +368,64 @@ class SharedPolicy:
         return int(np.asarray(action).reshape(-1)[0])
 
 
+class EpisodeStats(BaseParallelWrapper):  # type: ignore[misc]  # PettingZoo is untyped
+    """Adds each agent's episode totals to its info at the episode's last step, as
+    ``info["episode"]`` (SB3's Monitor key, so SB3 logs ``rollout/ep_rew_mean``): ``r`` the
+    agent's return, ``l`` the rounds, ``t`` the seconds since reset, and the team's
+    ``comm_cost``, ``bytes_sent``, ``team_accuracy`` and ``reached_goal``. SuperSuit's
+    vector env resets at once and merges the reset's infos over the last step's, so the
+    totals must travel under a key the reset does not give."""
+
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        """Reset the env and the totals."""
+        self._returns = dict.fromkeys(self.env.possible_agents, 0.0)
+        self._start = time.perf_counter()
+        return self.env.reset(seed=seed, options=options)  # type: ignore[no-any-return]
+
+    def step(self, actions: dict[str, Any]) -> Any:
+        """Step the env; at the last step, every agent's info gets its ``episode``."""
+        obs, rewards, terms, truncs, infos = self.env.step(actions)
+        for agent, reward in rewards.items():
+            self._returns[agent] += float(reward)
+        if not self.env.agents:
+            env = self.env.unwrapped
+            team = {
+                "l": env.round,
+                "t": round(time.perf_counter() - self._start, 6),
+                "comm_cost": env.comm_cost,
+                "bytes_sent": env.bytes_sent,
+                "team_accuracy": env.team_accuracy,
+                "reached_goal": any(terms.values()),
+            }
+            for agent in infos:
+                infos[agent]["episode"] = {"r": self._returns[agent], **team}
+        return obs, rewards, terms, truncs, infos
+
+
+class AgentPolicy:
+    """A single-agent :class:`~hlgym.agents.Agent` deciding for every agent from that
+    agent's own observation and info (``act(obs, info)``; its mask is the agent's): how the
+    attention network the RLlib backend trains (a :class:`~hlgym.agents.attention.PeerSetAgent`)
+    plays the gossip env.
+
+    Args:
+        agent: The shared decision maker.
+    """
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+
+    def reset(self) -> None:
+        """Reset the shared agent."""
+        self.agent.reset()
+
+    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """The shared agent's action on ``agent``'s observation."""
+        return int(self.agent.act(obs, info))
+
+
 def shared_vec_env(env_kwargs: dict[str, Any], copies: int = 1) -> Any:
     """The env as an SB3 vector env through SuperSuit: every agent of ``copies`` episodes is
     one of its ``n_peers * copies`` slots (``pettingzoo_env_to_vec_env_v1`` then
@@ -341,20 +448,31 @@ def shared_vec_env(env_kwargs: dict[str, Any], copies: int = 1) -> Any:
             observations, self.reset_infos = self.venv.reset(seed=seed)
             return observations
 
-    markov = ss.pettingzoo_env_to_vec_env_v1(GossipEnv(**env_kwargs))
+    markov = ss.pettingzoo_env_to_vec_env_v1(EpisodeStats(GossipEnv(**env_kwargs)))
     return Seeded(ss.concat_vec_envs_v1(markov, copies, num_cpus=0, base_class="gymnasium"))
+
+
+SHARED_PPO = {"n_steps": 64, "n_epochs": 10, "learning_rate": 3e-4, "gamma": 0.95, "ent_coef": 0.01}
+"""The shared PPO's settings (SB3 ``PPO`` keywords); ``batch_size`` defaults to a quarter of
+a rollout (``n_steps`` times the vector env's slots)."""
+
+
+def shared_ppo(venv: Any, seed: int, policy: str = "attention", **ppo_kwargs: Any) -> Any:
+    """An untrained parameter-shared SB3 PPO on ``venv`` (:func:`shared_vec_env`):
+    :data:`SHARED_PPO` with ``ppo_kwargs`` over it; ``policy`` ``"attention"`` (hlgym's
+    attention over the peer rows: any number of peers) or ``"mlp"`` (SB3's, one size)."""
+    from stable_baselines3 import PPO
+
+    from hlgym.agents.attention import PeerAttentionPolicy
+
+    if policy not in ("attention", "mlp"):
+        raise ValueError(f"policy={policy!r} is not accepted; accepted: 'attention', 'mlp'")
+    settings: dict[str, Any] = {**SHARED_PPO, "verbose": 0, "device": "cpu", **ppo_kwargs}
+    settings.setdefault("batch_size", settings["n_steps"] * venv.num_envs // 4)  # four minibatches a rollout
+    return PPO(PeerAttentionPolicy if policy == "attention" else "MlpPolicy", venv, seed=seed, **settings)
 
 
 def train_shared(env_kwargs: dict[str, Any], timesteps: int, seed: int, copies: int = 1, **ppo_kwargs: Any) -> Any:
     """Parameter-shared PPO (SB3) with hlgym's attention policy over the peer rows (any
     number of peers): ``timesteps`` counts agent steps (``n_peers`` per round and copy)."""
-    from stable_baselines3 import PPO
-
-    from hlgym.agents.attention import PeerAttentionPolicy
-
-    venv = shared_vec_env(env_kwargs, copies)
-    settings: dict[str, Any] = {"n_steps": 64, "n_epochs": 10, "learning_rate": 3e-4, "gamma": 0.95, "ent_coef": 0.01}
-    settings.update(ppo_kwargs)
-    settings.setdefault("batch_size", settings["n_steps"] * venv.num_envs // 4)  # four minibatches a rollout
-    model = PPO(PeerAttentionPolicy, venv, seed=seed, verbose=0, device="cpu", **settings)
-    return model.learn(timesteps)
+    return shared_ppo(shared_vec_env(env_kwargs, copies), seed, **ppo_kwargs).learn(timesteps)

@@ -15,6 +15,10 @@ The pieces:
 - :class:`PeerAttentionRLModule` is the per-peer attention policy (the SB3 policy's
   :class:`~hlgym.agents.attention.PeerSetNet`): scores per peer with masked-out peers at the
   lowest logit, a value from the mean embedding; its weights do not depend on ``n_peers``.
+- :class:`GossipMultiAgentEnv` (creator :func:`make_gossip_env`, :data:`GOSSIP_ENV_NAME`) is
+  the multi-agent gossip env as RLlib's ``MultiAgentEnv``, and :func:`gossip_ppo_config` maps
+  every agent to one attention module, :data:`SHARED_MODULE` (``hlgym-train --env
+  hlgym/Gossip-v0 --backend rllib``).
 - :class:`EpisodeOutcomes` sends every finished episode's totals from the env runners to the
   driver, which writes them to the run's ``episodes.csv``.
 - :func:`train` runs the training in a :class:`~hlgym.runs.RunFolder`: RLlib checkpoints
@@ -43,8 +47,11 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
+from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
 from ray.tune.registry import register_env
 from tqdm.auto import tqdm
 
@@ -56,17 +63,25 @@ from hlgym.runs import EpisodeLog, RunFolder
 
 __all__ = [
     "ENV_NAME",
+    "GOSSIP_ENV_NAME",
     "HYPERPARAMS",
+    "SHARED_MODULE",
     "EpisodeOutcomes",
+    "GossipMultiAgentEnv",
     "MaskedPeerObservation",
     "PeerAttentionRLModule",
+    "gossip_ppo_config",
     "make_env",
+    "make_gossip_env",
     "ppo_config",
     "rllib_hyperparams",
     "train",
 ]
 
 ENV_NAME = "hlgym"
+GOSSIP_ENV_NAME = "hlgym_gossip"
+SHARED_MODULE = "shared"
+"""The one RLModule every agent of the gossip env maps to (parameter sharing)."""
 # The network's keys of the RLModule's model_config (RLlib adds its own, e.g. vf_share_layers).
 NET_KEYS = ("d_model", "n_heads", "n_layers")
 # hyperparams/ppo.yml's keys (SB3's PPO) and RLlib's PPOConfig.training names for them.
@@ -133,6 +148,63 @@ def make_env(env_config: Mapping[str, Any]) -> gym.Env[dict[str, Any], int]:
     return MaskedPeerObservation(registration.make(env_config["env_id"], config))
 
 
+class GossipMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]  # Ray is untyped
+    """:class:`hlgym.envs.gossip.GossipEnv` as RLlib's ``MultiAgentEnv``: the same agents,
+    rewards and episode ends, each agent's observation in the masking layout of
+    :class:`MaskedPeerObservation` (``Dict(observations=..., action_mask=...)``, the mask from
+    its ``infos[agent]["action_mask"]``).
+
+    Args:
+        env_kwargs: :class:`~hlgym.envs.gossip.GossipEnv`'s keyword arguments (plain JSON).
+    """
+
+    def __init__(self, env_kwargs: Mapping[str, Any]) -> None:
+        super().__init__()
+        from hlgym.envs.gossip import GossipEnv  # PettingZoo: in the dev install, beside Ray's
+
+        self.env = GossipEnv(**dict(env_kwargs))
+        self.possible_agents = list(self.env.possible_agents)
+        self.agents = list(self.possible_agents)
+        n = self.env.config.n_peers
+        mask = gym.spaces.Box(0.0, 1.0, (n,), np.float32)
+        self.observation_spaces = {
+            a: gym.spaces.Dict({"observations": self.env.observation_space(a), "action_mask": mask})
+            for a in self.possible_agents
+        }
+        self.action_spaces = {a: self.env.action_space(a) for a in self.possible_agents}
+
+    @staticmethod
+    def _masked(obs: dict[str, np.ndarray], infos: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {
+            a: {"observations": o, "action_mask": np.asarray(infos[a]["action_mask"], dtype=np.float32)}
+            for a, o in obs.items()
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, Any]:
+        """Reset the gossip env."""
+        obs, infos = self.env.reset(seed=seed, options=options)
+        self.agents = list(self.env.agents)
+        return self._masked(obs, infos), infos
+
+    def step(self, action_dict: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
+        """One round; ``__all__`` ends every agent together, as the gossip env does."""
+        obs, rewards, terms, truncs, infos = self.env.step({a: int(v) for a, v in action_dict.items()})
+        self.agents = list(self.env.agents)
+        terms["__all__"] = all(terms.values())
+        truncs["__all__"] = all(truncs.values())
+        return self._masked(obs, infos), rewards, terms, truncs, infos
+
+    def close(self) -> None:
+        """Close the gossip env."""
+        self.env.close()
+
+
+def make_gossip_env(env_config: Mapping[str, Any]) -> GossipMultiAgentEnv:
+    """The env creator registered as :data:`GOSSIP_ENV_NAME`: ``env_config["kwargs"]`` are
+    :class:`~hlgym.envs.gossip.GossipEnv`'s."""
+    return GossipMultiAgentEnv(env_config["kwargs"])
+
+
 class PeerAttentionRLModule(TorchRLModule, ValueFunctionAPI):  # type: ignore[misc]
     """The per-peer attention policy as an RLlib RLModule (PPO).
 
@@ -168,13 +240,19 @@ class PeerAttentionRLModule(TorchRLModule, ValueFunctionAPI):  # type: ignore[mi
 
 class EpisodeOutcomes(RLlibCallback):  # type: ignore[misc]
     """Logs every finished episode's totals (:data:`INFO_KEYS` of its last info and its
-    return) under ``("hlgym", "episodes")`` of the env runners' metrics, as a series that the
-    driver reads once per training iteration."""
+    return; of a gossip episode, the team's accuracy and the agents' mean return) under
+    ``("hlgym", "episodes")`` of the env runners' metrics, as a series that the driver reads
+    once per training iteration."""
 
     def on_episode_end(self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
         info = episode.get_infos(-1)
+        episode_return = float(episode.get_return())
+        if isinstance(episode, MultiAgentEpisode):  # the gossip env: the team's totals, the agents' mean return
+            infos = list(info.values())
+            info = {**infos[0], "accuracy": infos[0]["team_accuracy"]}
+            episode_return /= len(infos)
         totals = {key: float(info[key]) for key in INFO_KEYS}
-        totals["return"] = float(episode.get_return())
+        totals["return"] = episode_return
         if "goal" in info:  # a task distribution's per-task goal
             totals["goal"] = float(info["goal"])
         metrics_logger.log_value(("hlgym", "episodes"), totals, reduce="item_series")
@@ -237,9 +315,54 @@ def ppo_config(
             None: RLlib's own (60 s).
     """
     register_env(ENV_NAME, make_env)
+    spec = RLModuleSpec(module_class=PeerAttentionRLModule, model_config=dict(net_kwargs or {}))
+    env_config = {"env_id": env_id, "config": config.to_dict()}
+    return _ppo(ENV_NAME, env_config, hp, n_envs, num_env_runners, seed, sample_timeout).rl_module(rl_module_spec=spec)
+
+
+def gossip_ppo_config(
+    env_kwargs: Mapping[str, Any],
+    hp: Mapping[str, Any],
+    *,
+    n_envs: int,
+    num_env_runners: int,
+    seed: int,
+    net_kwargs: Mapping[str, int] | None = None,
+    sample_timeout: float | None = None,
+) -> PPOConfig:
+    """RLlib's multi-agent PPO for the gossip env: every agent maps to the one attention
+    module :data:`SHARED_MODULE` (parameter sharing, as the SB3 backend's SuperSuit slots).
+
+    Args:
+        env_kwargs: :class:`~hlgym.envs.gossip.GossipEnv`'s keyword arguments (plain JSON).
+        hp: SB3's PPO names (see :func:`rllib_hyperparams`); ``n_steps`` counts rounds per
+            env copy, so an update holds ``n_steps * n_envs`` rounds of every agent's steps.
+        n_envs, num_env_runners, seed, net_kwargs, sample_timeout: As :func:`ppo_config`'s.
+    """
+    register_env(GOSSIP_ENV_NAME, make_gossip_env)
+    spec = RLModuleSpec(module_class=PeerAttentionRLModule, model_config=dict(net_kwargs or {}))
+    env_config = {"kwargs": dict(env_kwargs)}
+    return (
+        _ppo(GOSSIP_ENV_NAME, env_config, hp, n_envs, num_env_runners, seed, sample_timeout)
+        .multi_agent(policies={SHARED_MODULE}, policy_mapping_fn=lambda agent_id, episode, **kw: SHARED_MODULE)
+        .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs={SHARED_MODULE: spec}))
+    )
+
+
+def _ppo(
+    env_name: str,
+    env_config: Mapping[str, Any],
+    hp: Mapping[str, Any],
+    n_envs: int,
+    num_env_runners: int,
+    seed: int,
+    sample_timeout: float | None,
+) -> PPOConfig:
+    """The settings both PPO configs share: the env, one env and CPU per runner, the driver
+    learning, the hyperparameters, the episode log and the seed."""
     return (
         PPOConfig()
-        .environment(ENV_NAME, env_config={"env_id": env_id, "config": config.to_dict()})
+        .environment(env_name, env_config=dict(env_config))
         .env_runners(
             num_env_runners=num_env_runners,
             num_envs_per_env_runner=1,
@@ -247,7 +370,6 @@ def ppo_config(
             **({} if sample_timeout is None else {"sample_timeout_s": float(sample_timeout)}),
         )
         .learners(num_learners=0)
-        .rl_module(rl_module_spec=RLModuleSpec(module_class=PeerAttentionRLModule, model_config=dict(net_kwargs or {})))
         .training(**rllib_hyperparams(hp, n_envs))
         .callbacks(EpisodeOutcomes)
         .debugging(seed=seed)
@@ -308,6 +430,8 @@ def train(
     resume_from: Path | None = None,
     ray_address: str | None = None,
     progress: bool = True,
+    module_id: str | None = None,
+    agents_per_step: int = 1,
 ) -> PeerSetAgent:
     """Train (or resume) PPO until ``timesteps`` env steps were sampled, writing each
     finished episode to ``log``, a checkpoint every ``checkpoint_every`` steps and at the end,
@@ -325,6 +449,10 @@ def train(
         ray_address: A running cluster's address (``auto``: the one this machine joined);
             None starts a local Ray.
         progress: Show a progress bar.
+        module_id: The RLModule to save (:data:`SHARED_MODULE` for the gossip env; None:
+            the single agent's).
+        agents_per_step: Agent steps per env step (the gossip env's ``n_peers``: every
+            agent acts every round); ``timesteps`` and ``checkpoint_every`` count agent steps.
     """
     started = _start_ray(ray_address, int(cfg.num_env_runners))
     algo: Algorithm = cfg.build_algo()
@@ -346,7 +474,7 @@ def train(
                 result = algo.train()
                 # An iteration whose runners missed the timeout has no "env_runners" entry.
                 runners = result.get("env_runners") or {}
-                sampled = int(runners.get("num_env_steps_sampled") or 0)
+                sampled = int(runners.get("num_env_steps_sampled") or 0) * agents_per_step
                 empty = 0 if sampled else empty + 1
                 if empty >= MAX_EMPTY_ITERATIONS:
                     raise RuntimeError(
@@ -368,7 +496,7 @@ def train(
         finally:
             bar.close()
             tb.close()
-        module = algo.get_module()
+        module = algo.get_module() if module_id is None else algo.get_module(module_id)
         assert isinstance(module, PeerAttentionRLModule)
         agent = module.agent()
     finally:

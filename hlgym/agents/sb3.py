@@ -250,6 +250,25 @@ def save_checkpoint(model: BaseAlgorithm, run: RunFolder, episodes: int) -> Path
     return run.commit_checkpoint(model.num_timesteps, episodes, buf.getvalue(), replay)
 
 
+def learn_to_budget(
+    model: BaseAlgorithm,
+    run: RunFolder,
+    log: EpisodeLog,
+    callbacks: list[BaseCallback],
+    timesteps: int,
+    *,
+    progress: bool,
+    fresh: bool,
+) -> Path:
+    """Train ``model`` until ``timesteps`` (the steps it has not done yet; none when a resumed
+    run already has them), then save the run's final checkpoint; returns its model file.
+    ``fresh``: a new run (SB3 counts from 0), else a resumed one (it counts on)."""
+    remaining = timesteps - model.num_timesteps
+    if remaining > 0:
+        model.learn(remaining, callback=callbacks, progress_bar=progress, reset_num_timesteps=fresh, tb_log_name="run")
+    return save_checkpoint(model, run, log.n_rows)
+
+
 def load_checkpoint(algo: str, run: RunFolder, venv: VecEnv, device: str) -> tuple[BaseAlgorithm, dict[str, Any]]:
     """Load the run's newest checkpoint onto ``venv``; returns the model and the manifest."""
     manifest = run.latest_checkpoint()

@@ -58,6 +58,7 @@ from hlgym.envs.components.base import Move
 from hlgym.envs.components.transfer import PER_PEER
 from hlgym.envs.config import PeerSelectionConfig, make_config
 from hlgym.envs.episode import Episode, ProbeStats
+from hlgym.envs.registration import MULTIAGENT_PRESETS
 from hlgym.envs.rounds import model_spec
 from hlgym.models.batched import StackedModels
 from hlgym.models.work import ModelList, ModelWork, TrainJob
@@ -396,14 +397,8 @@ class GossipEnv(ParallelEnv[str, np.ndarray, np.int64]):  # type: ignore[misc]  
         }
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # The default's data, partition and MLP, every peer's own model blended (average); the
-    # team goal (the mean accuracy) from bench/gossip_study.py on 20 held-out episodes: random
-    # reaches 0.872 in 50%, no constant policy ever, the sampled-beam oracle in 70% only, so
-    # the id fails the oracle criterion of the validity test (docs/multiagent.md).
-    "hlgym/Gossip-v0": {"transfer": "average", "goal": 0.872},
-}
-"""The named settings :func:`make` builds (PettingZoo has no registry; these are hlgym's)."""
+PRESETS = MULTIAGENT_PRESETS
+"""The named settings :func:`make` builds (:data:`hlgym.envs.registration.MULTIAGENT_PRESETS`)."""
 
 
 def make(env_id: str = "hlgym/Gossip-v0", **kwargs: Any) -> GossipEnv:

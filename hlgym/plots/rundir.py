@@ -115,7 +115,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, fmt: str = "png", uni
     Figures: ``comm_cost``, ``accuracy_vs_cost``, ``distributions`` (from the
     evaluations), ``training`` (when a run trained; one curve per seed of a run over
     seeds), ``seeds`` (a run over seeds: the spread of each policy's per-seed means),
-    ``route_<policy>`` (the first evaluation episode of each policy of the first run).
+    ``route_<policy>`` (the first evaluation episode of each policy of the first run;
+    ``sends_<policy>``, every agent's sends round by round, for a multi-agent run).
     """
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is not accepted; accepted: {', '.join(FORMATS)}")
@@ -143,8 +144,10 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, fmt: str = "png", uni
         window = max(1, min(50, min(len(v) for v in trained.values()) // 10))
         files.append(save(figures.training_curves(trained, window=window), out / f"training.{fmt}"))
     for name, recs in runs[0].records.items():
-        if recs and recs[0].positions:
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+        if recs and recs[0].sends:  # a multi-agent episode: every agent's sends, round by round
+            files.append(save(figures.gossip_sends(recs[0]), out / f"sends_{safe}.{fmt}"))
+        elif recs and recs[0].positions:
             ax = figures.route(recs[0], unit=unit, title=f"{name}: seed {recs[0].seed}, {recs[0].rounds} rounds")
-            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
             files.append(save(ax.get_figure(root=True), out / f"route_{safe}.{fmt}"))  # type: ignore[arg-type]
     return files
