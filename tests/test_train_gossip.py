@@ -68,6 +68,12 @@ def test_shared_ppo_trains_into_a_run_folder_and_its_model_evaluates_again(tmp_p
     assert (out / "plots" / "sends_ppo.png").is_file() and (out / "plots" / "training.png").is_file()
     again = _main("--evaluate-model", str(out / "model.zip"), "--eval-episodes", "2", "--out", str(tmp_path / "e"))
     assert [r.to_dict() for r in again["ppo"].records] == [r.to_dict() for r in results["ppo"].records]
+    # The attention policy takes any number of peers: the model trained at 4 plays at 6.
+    bigger = _main(
+        *("--evaluate-model", str(out / "model.zip"), "--eval-episodes", "1", "--out", str(tmp_path / "six")),
+        *("--env-kwargs", "n_peers=6", "max_rounds=3"),
+    )
+    assert all(len(sends) <= 6 for sends in bigger["ppo"].records[0].sends)
 
 
 @NEEDS_SUPERSUIT

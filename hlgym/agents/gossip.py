@@ -348,24 +348,43 @@ def evaluate(
 # ---------------------------------------------------------------------------- a learned policy
 
 
-class SharedPolicy:
-    """One SB3 model that every agent shares (parameter sharing): each agent's decision is
-    the model's deterministic action on that agent's own observation.
+class AgentPolicy:
+    """A single-agent :class:`~hlgym.agents.Agent` deciding for every agent from that
+    agent's own observation and info (``act(obs, info)``; its mask is the agent's): how the
+    attention network the RLlib backend trains (a :class:`~hlgym.agents.attention.PeerSetAgent`)
+    plays the gossip env.
+
+    Args:
+        agent: The shared decision maker.
+    """
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+
+    def reset(self) -> None:
+        """Reset the shared agent."""
+        self.agent.reset()
+
+    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """The shared agent's action on ``agent``'s observation."""
+        return int(self.agent.act(obs, info))
+
+
+class SharedPolicy(AgentPolicy):
+    """One SB3 model that every agent shares (parameter sharing), deciding on each agent's own
+    observation as :class:`~hlgym.agents.sb3.SB3Agent` does: the attention policy's
+    best-scored peer the agent's mask allows (any number of peers, so a model trained at 10
+    plays at 20), an MLP's deterministic action.
 
     Args:
         model: A trained SB3 algorithm (for example from :func:`train_shared`).
     """
 
     def __init__(self, model: Any) -> None:
+        from hlgym.agents.sb3 import SB3Agent
+
+        super().__init__(SB3Agent(model))
         self.model = model
-
-    def reset(self) -> None:
-        """Stateless (a feed-forward policy)."""
-
-    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
-        """The shared model's action on ``agent``'s observation."""
-        action, _ = self.model.predict(obs[None], deterministic=True)
-        return int(np.asarray(action).reshape(-1)[0])
 
 
 class EpisodeStats(BaseParallelWrapper):  # type: ignore[misc]  # PettingZoo is untyped
@@ -402,28 +421,6 @@ class EpisodeStats(BaseParallelWrapper):  # type: ignore[misc]  # PettingZoo is 
             for agent in infos:
                 infos[agent]["episode"] = {"r": self._returns[agent], **team}
         return obs, rewards, terms, truncs, infos
-
-
-class AgentPolicy:
-    """A single-agent :class:`~hlgym.agents.Agent` deciding for every agent from that
-    agent's own observation and info (``act(obs, info)``; its mask is the agent's): how the
-    attention network the RLlib backend trains (a :class:`~hlgym.agents.attention.PeerSetAgent`)
-    plays the gossip env.
-
-    Args:
-        agent: The shared decision maker.
-    """
-
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
-
-    def reset(self) -> None:
-        """Reset the shared agent."""
-        self.agent.reset()
-
-    def act(self, agent: str, obs: np.ndarray, info: dict[str, Any]) -> int:
-        """The shared agent's action on ``agent``'s observation."""
-        return int(self.agent.act(obs, info))
 
 
 def shared_vec_env(env_kwargs: dict[str, Any], copies: int = 1) -> Any:
