@@ -327,7 +327,6 @@ def _round_seconds(kwargs: dict[str, Any], rounds: int = 3) -> float:
     """[s] The median of ``rounds`` rounds of random sends in this process (after a reset)."""
     env = GossipEnv(**kwargs)
     try:
-        env.reset(seed=0)
         policy = make_policy("random", 0)
         obs, infos = env.reset(seed=0)
         times = []
