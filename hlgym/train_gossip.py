@@ -181,9 +181,6 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             f"overlap the training seeds {min(train_seeds)}..{max(train_seeds)}; accepted: seeds outside them"
         )
     check_device(args.device)
-    sb3_training = trained and args.backend == "sb3" and args.evaluate_model is None
-    if sb3_training and importlib.util.find_spec("supersuit") is None:
-        raise SystemExit(f"--algo ppo on --env {args.env} needs SuperSuit, which is not installed: {INSTALL}")
     kwargs = env_kwargs(args)
     try:
         env = GossipEnv(**kwargs)
@@ -197,6 +194,10 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             make_policy(args.algo, args.seed, parse_pairs(args.agent_kwargs, "--agent-kwargs"))
         except ValueError as exc:
             raise SystemExit(str(exc)) from exc
+    # After the options' own checks: a bad value is named whether or not SuperSuit is there.
+    sb3_training = trained and args.backend == "sb3" and args.evaluate_model is None
+    if sb3_training and importlib.util.find_spec("supersuit") is None:
+        raise SystemExit(f"--algo ppo on --env {args.env} needs SuperSuit, which is not installed: {INSTALL}")
     return args, env.config, kwargs
 
 

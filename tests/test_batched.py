@@ -105,6 +105,12 @@ CASES: dict[str, dict[str, Any]] = {
 }
 # hl_pca's coordinates amplify weight rounding (PCA of nearly equal rows); probe features do not.
 OBS_TOL = {"peer_features": 1e-5, "hl_pca": 3e-3}  # max seen over 8 seeds: 1.4e-6, 6.6e-4
+# The logits transfer amplifies rounding too: each peer's own model fits the sender's logits
+# and then its data with Adam, whose steps on near-zero gradients are about lr whatever their
+# size; the probe-loss column then moves by more than rounding. Max seen over seeds 11..18 on
+# a 2-core AMD EPYC (AVX2): 1.1e-3 (mlp-logits), 2.6e-4 (mlp-modalities-rows-random-logits);
+# relay cases there stay under 3.1e-6. The reward and accuracy checks are unchanged.
+LOGITS_OBS_TOL = 3e-3
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -116,7 +122,7 @@ def test_same_trajectories_as_dummy_vec_env(case: str) -> None:
     dummy.seed(11)
     batched.seed(11)
     obs_d, obs_b = np.asarray(dummy.reset()), np.asarray(batched.reset())
-    tol = OBS_TOL[cfg.observation]
+    tol = max(OBS_TOL[cfg.observation], LOGITS_OBS_TOL if cfg.transfer == "logits" else 0.0)
     np.testing.assert_allclose(obs_b, obs_d, atol=tol)
     rng = np.random.default_rng(0)
     episodes_ended = 0

@@ -4,6 +4,15 @@
 The figures live in ``pinned_trajectories.json`` beside this file. They were written by
 ``python -m tests.test_pinned --write`` on the code before the change and must not be
 rewritten to make a test pass: a difference is a change of behaviour.
+
+A case whose trajectory moves with the CPU's float rounding (the logits transfer: a model near
+chance, whose argmax on a probe flips with the last bits of a matrix product) has its figures
+for a kind of CPU in ``pinned_trajectories_<capability>.json``
+(``torch.backends.cpu.get_cpu_capability()``: ``AVX2``, ``AVX512``), which override the main
+file's on such a CPU. They must be the code before the change's figures on that kind of CPU:
+``python -m tests.test_pinned --write-cpu CASE...`` writes them, and the pinned commit's code
+must give the same there (the AVX2 ``logits`` figures, written on a 2-core AMD EPYC: commit
+763f3ef's ``single_trajectory`` and ``batched_trajectory`` gave them bit for bit).
 """
 
 from __future__ import annotations
@@ -16,10 +25,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import hlgym  # noqa: F401  (registers the ids)
 
 PINNED = Path(__file__).with_name("pinned_trajectories.json")
+CPU_PINNED = PINNED.with_name(f"pinned_trajectories_{torch.backends.cpu.get_cpu_capability()}.json")
 ACTIONS = [3, 1, 4, 1, 5, 9, 2, 6]
 SEED = 7
 # The HL presets on synthetic data, whatever this machine has installed, so the figures do
@@ -126,10 +137,11 @@ def batched_trajectory(env_id: str, overrides: dict[str, Any]) -> list[dict[str,
     return out
 
 
-def fingerprints() -> dict[str, Any]:
-    """Every case's single and batched trajectories."""
+def fingerprints(names: list[str] | None = None) -> dict[str, Any]:
+    """Every case's (or ``names``') single and batched trajectories."""
     out: dict[str, Any] = {}
-    for name, (env_id, kw) in CASES.items():
+    for name in names or list(CASES):
+        env_id, kw = CASES[name]
         out[name] = {"single": single_trajectory(env_id, kw)}
         if env_id not in SINGLE_ONLY:
             out[name]["batched"] = batched_trajectory(env_id, kw)
@@ -153,17 +165,39 @@ def _assert_close(got: Any, want: Any, where: str) -> None:
         assert got == want, where
 
 
+def pinned_figures() -> dict[str, Any]:
+    """The main file's figures, with this kind of CPU's where it has its own."""
+    figures: dict[str, Any] = json.loads(PINNED.read_text())
+    if CPU_PINNED.exists():
+        figures.update(json.loads(CPU_PINNED.read_text()))
+    return figures
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_trajectories_equal_the_pinned_ones(case: str) -> None:
-    pinned = json.loads(PINNED.read_text())[case]
+    pinned = pinned_figures()[case]
     env_id, overrides = CASES[case]
     _assert_close(single_trajectory(env_id, overrides), pinned["single"], f"{case}.single")
     if env_id not in SINGLE_ONLY:
         _assert_close(batched_trajectory(env_id, overrides), pinned["batched"], f"{case}.batched")
 
 
+USAGE = (
+    "usage: python -m tests.test_pinned --write  (rewrites the pinned figures) | "
+    "--write-cpu CASE...  (this kind of CPU's figures for CASE)"
+)
+
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        raise SystemExit("usage: python -m tests.test_pinned --write  (rewrites the pinned figures)")
-    PINNED.write_text(json.dumps(fingerprints(), indent=1) + "\n")
-    print(f"wrote {PINNED}")
+    if sys.argv[1:] == ["--write"]:
+        PINNED.write_text(json.dumps(fingerprints(), indent=1) + "\n")
+        print(f"wrote {PINNED}")
+    elif sys.argv[1:2] == ["--write-cpu"] and sys.argv[2:]:
+        unknown = sorted(set(sys.argv[2:]) - set(CASES))
+        if unknown:
+            raise SystemExit(f"case {unknown[0]!r} is not accepted; accepted: {', '.join(CASES)}")
+        figures = json.loads(CPU_PINNED.read_text()) if CPU_PINNED.exists() else {}
+        figures.update(fingerprints(sys.argv[2:]))
+        CPU_PINNED.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {CPU_PINNED}")
+    else:
+        raise SystemExit(USAGE)

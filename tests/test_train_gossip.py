@@ -160,6 +160,24 @@ def test_bad_options_are_refused_in_one_line_before_any_file(
     assert not (tmp_path / "run").exists()
 
 
+def test_training_without_supersuit_is_refused_after_the_options_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "supersuit" else find_spec(name, *a)
+    )
+    with pytest.raises(
+        SystemExit, match=r"^--algo ppo on --env hlgym/Gossip-v0 needs SuperSuit, which is not installed: pip install"
+    ):
+        train.main(["--env", "hlgym/Gossip-v0", "--out", "run"])
+    with pytest.raises(SystemExit, match="transfer='relay' is not accepted by GossipEnv"):
+        train.main(["--env", "hlgym/Gossip-v0", "--env-kwargs", "transfer=relay", "--out", "run"])
+    train.main([*SMALL, "--algo", "keep", "--eval-episodes", "1", "--out", "run"])  # playing needs none
+    assert (tmp_path / "run" / "results.json").exists()
+
+
 def test_an_unknown_id_names_the_multi_agent_ones_too() -> None:
     with pytest.raises(SystemExit, match=r"accepted: .*hlgym/PeerSelection-v0.*hlgym/Gossip-v0"):
         train.main(["--env", "hlgym/Gossip-v9"])
