@@ -3,6 +3,7 @@
     python bench/gossip_study.py                         # 10 peers, average, 20 episodes
     python bench/gossip_study.py --peers 20 --episodes 10 --fixed 5
     python bench/gossip_study.py --transfer distill
+    python bench/gossip_study.py --horizons 12 20 28 36      # the goals at shorter round limits
 
 Every policy plays with the goal lifted out of reach (each episode runs its ``max_rounds``
 rounds), so one run gives the round at which it would reach any goal. For each goal the
@@ -33,8 +34,9 @@ SEED = 10_000  # the held-out seeds of hlgym-train and hlgym-bench
 
 
 def at_goal(curves: list[list[float]], goal: float, max_rounds: int) -> tuple[float, float]:
-    """Share of episodes whose team accuracy reaches ``goal``, and mean rounds to it."""
-    rounds = [next((r for r, a in enumerate(c) if r > 0 and a >= goal), None) for c in curves]
+    """Share of episodes whose team accuracy reaches ``goal`` within ``max_rounds`` rounds,
+    and mean rounds to it (``max_rounds`` where not)."""
+    rounds = [next((r for r, a in enumerate(c[: max_rounds + 1]) if r > 0 and a >= goal), None) for c in curves]
     reached = [r is not None for r in rounds]
     return float(np.mean(reached)), float(np.mean([max_rounds if r is None else r for r in rounds]))
 
@@ -48,6 +50,19 @@ def main() -> None:
     parser.add_argument("--fixed", type=int, help="fixed peers tried: 0..FIXED-1 (default: every peer)")
     parser.add_argument("--no-oracle", dest="oracle", action="store_false", help="leave the oracle out")
     parser.add_argument("--json", default="bench/gossip_study.json")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="POLICY",
+        help="play only these (random, fixed:3, oracle, ...): split a study over processes, one --json each",
+    )
+    parser.add_argument(
+        "--horizons",
+        nargs="+",
+        type=int,
+        metavar="ROUNDS",
+        help="tables at these round limits (each curve cut there), goals where random reaches 20-60%%",
+    )
     args = parser.parse_args()
     path = Path(args.json)
     store: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
@@ -59,9 +74,12 @@ def main() -> None:
     policies.update({f"fixed:{k}": FixedPeerPolicy(k) for k in range(args.fixed or args.peers)})
     if args.oracle:
         policies["oracle"] = GossipOracle(env)  # last: it costs the most
+    unknown = sorted(set(args.only or []) - set(policies))
+    if unknown:
+        parser.error(f"--only {unknown[0]!r} is not accepted; accepted: {', '.join(policies)}")
     for name, policy in policies.items():
         done = store.setdefault(key, {})
-        if name in done:
+        if name in done or (args.only and name not in args.only):
             continue
         start = time.perf_counter()
         played = evaluate(policy, env, args.episodes, SEED)
@@ -75,21 +93,36 @@ def main() -> None:
         write_json_atomic(path, store)
         print(f"{name}: {done[name]['seconds']:.0f} s ({1000 * done[name]['step_s']:.0f} ms a round)", flush=True)
     done, max_rounds = store[key], env.config.max_rounds
+    missing = [n for n in ("random", "keep", "fixed:0") if n not in done]
+    if missing:  # a split study: the table once one --json holds every part
+        print(f"{key}: the table needs {', '.join(missing)} in {path} too")
+        return
     finals = {name: float(np.mean([c[-1] for c in r["curves"]])) for name, r in done.items()}
     print(f"\n{key}: mean team accuracy after {max_rounds} rounds, communication, bytes per peer")
     for name, r in done.items():
         print(f"  {name:16} {finals[name]:.3f}  comm {r['comm']:6.2f}  {r['bytes_per_peer'] / 1e6:6.2f} MB/peer")
+    for horizon in args.horizons or [max_rounds]:
+        table(done, horizon, band=args.horizons is not None)
+
+
+def table(done: dict[str, Any], horizon: int, band: bool = False) -> None:
+    """Each goal's cells at a round limit of ``horizon``: share at the goal and mean rounds per
+    policy, the best fixed peer's, and whether the goal is valid. ``band``: only the goals at
+    which random reaches 20-60%."""
     names = [n for n in done if not n.startswith("fixed:")]
-    print(f"\n{'goal':>5} " + " ".join(f"{n:>16}" for n in [*names, "best fixed peer"]) + "  valid")
-    for goal in np.round(np.arange(0.70, 0.95, 0.01), 2):
-        cells = {n: at_goal(done[n]["curves"], goal, max_rounds) for n in done}
+    print(f"\nround limit {horizon}")
+    print(f"{'goal':>5} " + " ".join(f"{n:>16}" for n in [*names, "best fixed peer"]) + "  valid")
+    for goal in np.round(np.arange(0.70, 0.95, 0.005 if band else 0.01), 3):
+        cells = {n: at_goal(done[n]["curves"], goal, horizon) for n in done}
         fixed = min((n for n in done if n.startswith("fixed:")), key=lambda n: (-cells[n][0], cells[n][1]))
         rand, keep = cells["random"], cells["keep"]
+        if band and not 0.2 <= rand[0] <= 0.6:
+            continue
         constant = [keep, cells[fixed]]
         ok = 0.2 <= rand[0] <= 0.6 and all(c[0] <= rand[0] and c[1] >= rand[1] for c in constant)
         ok = ok and ("oracle" not in cells or cells["oracle"][0] >= 0.95)
         row = " ".join(f"{cells[n][0]:5.0%} {cells[n][1]:5.1f}     " for n in names)
-        print(f"{goal:5.2f} {row} {fixed:>7} {cells[fixed][0]:4.0%} {cells[fixed][1]:5.1f}  {'yes' if ok else ''}")
+        print(f"{goal:5.3f} {row} {fixed:>7} {cells[fixed][0]:4.0%} {cells[fixed][1]:5.1f}  {'yes' if ok else ''}")
 
 
 if __name__ == "__main__":
