@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--fixed", type=int, help="fixed peers tried: 0..FIXED-1 (default: every peer)")
     parser.add_argument("--no-oracle", dest="oracle", action="store_false", help="leave the oracle out")
     parser.add_argument("--json", default="bench/gossip_study.json")
+    parser.add_argument("--seed", type=int, default=SEED, help="the first episode's seed (a second set checks a goal)")
     parser.add_argument(
         "--only",
         nargs="+",
@@ -67,6 +68,7 @@ def main() -> None:
     path = Path(args.json)
     store: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     key = f"peers={args.peers} transfer={args.transfer} episodes={args.episodes}"
+    key += "" if args.seed == SEED else f" seed={args.seed}"
     # The default's samples per peer fit 10 peers; 20 take 32 + 32 (what PeerSelectionConfig says fits).
     samples: dict[str, Any] = {} if args.peers <= 10 else {"main_samples": 32, "other_samples": 32}
     env = GossipEnv(n_peers=args.peers, transfer=args.transfer, goal=1.0, **samples)
@@ -82,7 +84,7 @@ def main() -> None:
         if name in done or (args.only and name not in args.only):
             continue
         start = time.perf_counter()
-        played = evaluate(policy, env, args.episodes, SEED)
+        played = evaluate(policy, env, args.episodes, args.seed)
         done[name] = {
             "curves": [e.team_curve for e in played],
             "comm": float(np.mean([e.comm_cost for e in played])),

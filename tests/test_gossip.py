@@ -260,8 +260,17 @@ def test_named_settings_are_made_by_name() -> None:
     env = gossip.make("hlgym/Gossip-v0", n_peers=4)
     assert env.config.goal == gossip.PRESETS["hlgym/Gossip-v0"]["goal"] and env.config.n_peers == 4
     assert gossip.parallel_env(max_rounds=3).config.transfer == "average"
-    with pytest.raises(ValueError, match="env_id='hlgym/Gossip-v9' is not accepted; accepted: hlgym/Gossip-v0"):
+    with pytest.raises(
+        ValueError, match="env_id='hlgym/Gossip-v9' is not accepted; accepted: hlgym/Gossip-v0, hlgym/Gossip-Distill-v0"
+    ):
         gossip.make("hlgym/Gossip-v9")
+    distill = gossip.make("hlgym/Gossip-Distill-v0")
+    assert (distill.config.transfer, distill.config.max_rounds, distill.config.goal) == ("distill", 34, 0.80)
+
+
+@pytest.mark.parametrize("env_id", list(gossip.PRESETS))
+def test_every_named_setting_passes_the_parallel_api_test(env_id: str) -> None:
+    parallel_api_test(gossip.make(env_id, **SMALL), num_cycles=4)
 
 
 @pytest.mark.parametrize("transfer", ["average", "distill", "logits"])
