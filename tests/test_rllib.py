@@ -273,6 +273,34 @@ def test_the_sample_timeout_grows_with_the_step_time() -> None:
 
 
 @needs_ray
+@pytest.mark.parametrize("ended", [0, 1, 3])
+def test_an_iteration_reads_every_episode_that_ended_in_it(ended: int) -> None:
+    # RLlib compiles a one-item series to the item itself: an iteration in which one episode
+    # ended once crashed the run (TypeError: string indices must be integers).
+    from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+    from hlgym.agents import rllib
+
+    class Ended:  # what on_episode_end reads of a single-agent episode
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        def get_infos(self, index: int) -> dict[str, float]:
+            return {"round": self.k, "comm_cost": 0.5, "bytes_sent": 10.0, "accuracy": 0.8}
+
+        def get_return(self) -> float:
+            return -1.0 - self.k
+
+    logger = MetricsLogger()
+    for k in range(ended):
+        rllib.EpisodeOutcomes().on_episode_end(episode=Ended(k), metrics_logger=logger)
+    runners = logger.compile() if ended else {}
+    got = rllib.finished_episodes(runners)
+    assert [row["round"] for row in got] == list(range(ended))
+    assert [row["return"] for row in got] == [-1.0 - k for k in range(ended)]
+
+
+@needs_ray
 def test_env_runners_that_miss_the_timeout_stop_the_run_with_a_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -258,6 +258,20 @@ class EpisodeOutcomes(RLlibCallback):  # type: ignore[misc]
         metrics_logger.log_value(("hlgym", "episodes"), totals, reduce="item_series")
 
 
+def finished_episodes(runners: Mapping[str, Any]) -> list[dict[str, float]]:
+    """The episode totals :class:`EpisodeOutcomes` logged, from an iteration's ``env_runners``
+    result.
+
+    RLlib's ``MetricsLogger.compile`` (Ray 2.60) hands a one-item series back as the item
+    itself, so an iteration in which exactly one episode ended holds a dict, not a list of
+    them; an iteration without any holds none.
+    """
+    episodes = (runners.get("hlgym") or {}).get("episodes")
+    if isinstance(episodes, Mapping):
+        return [dict(episodes)]
+    return list(episodes) if isinstance(episodes, list) else []
+
+
 def rllib_hyperparams(hp: Mapping[str, Any], n_envs: int) -> dict[str, Any]:
     """``PPOConfig.training`` keywords from a hyperparams/ppo.yml entry (SB3's names).
 
@@ -485,7 +499,7 @@ def train(
                     )
                 steps += sampled
                 bar.update(min(sampled, timesteps - bar.n))
-                for totals in runners.get("hlgym", {}).get("episodes", []):
+                for totals in finished_episodes(runners):
                     info = {key: totals[key] for key in (*INFO_KEYS, "goal") if key in totals}
                     row = log.append(steps, EpisodeOutcome.from_final_info(info, totals["return"], goal))
                     for key in TENSORBOARD_KEYS:
