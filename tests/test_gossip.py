@@ -261,11 +261,17 @@ def test_named_settings_are_made_by_name() -> None:
     assert env.config.goal == gossip.PRESETS["hlgym/Gossip-v0"]["goal"] and env.config.n_peers == 4
     assert gossip.parallel_env(max_rounds=3).config.transfer == "average"
     with pytest.raises(
-        ValueError, match="env_id='hlgym/Gossip-v9' is not accepted; accepted: hlgym/Gossip-v0, hlgym/Gossip-Distill-v0"
+        ValueError,
+        match="env_id='hlgym/Gossip-v9' is not accepted; accepted: hlgym/Gossip-v0, hlgym/Gossip-Distill-v0, "
+        "hlgym/Gossip-Distill-20-v0",
     ):
         gossip.make("hlgym/Gossip-v9")
     distill = gossip.make("hlgym/Gossip-Distill-v0")
     assert (distill.config.transfer, distill.config.max_rounds, distill.config.goal) == ("distill", 34, 0.80)
+    wide = gossip.make("hlgym/Gossip-Distill-20-v0")
+    cfg = wide.config
+    assert (cfg.n_peers, cfg.main_samples, cfg.other_samples, cfg.max_rounds, cfg.goal) == (20, 32, 32, 30, 0.74)
+    assert len(wide.possible_agents) == 20
 
 
 @pytest.mark.parametrize("env_id", list(gossip.PRESETS))
