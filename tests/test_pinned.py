@@ -5,19 +5,25 @@ The figures live in ``pinned_trajectories.json`` beside this file. They were wri
 ``python -m tests.test_pinned --write`` on the code before the change and must not be
 rewritten to make a test pass: a difference is a change of behaviour.
 
-A case whose trajectory moves with the CPU's float rounding (the logits transfer: its model,
-near chance, is at accuracy 0.102 after the first round on one CPU and 0.106 on another) has
-its figures for a kind of CPU in ``pinned_trajectories_<capability>.json``
-(``torch.backends.cpu.get_cpu_capability()``: ``AVX2``, ``AVX512``), which override the main
-file's on such a CPU. They must be the code before the change's figures on that kind of CPU:
-``python -m tests.test_pinned --write-cpu CASE...`` writes them, and the pinned commit's code
-must give the same there (the AVX2 ``logits`` figures, written on a 2-core AMD EPYC: commit
-763f3ef's ``single_trajectory`` and ``batched_trajectory`` gave them bit for bit).
+A case whose trajectory moves with the CPU's float rounding (``FLOAT_SENSITIVE``: the logits
+transfer, whose model, near chance, is at accuracy 0.102 after the first round on one CPU and
+0.106 on another) has its figures for a kind of CPU, the vendor and
+``torch.backends.cpu.get_cpu_capability()`` (``AuthenticAMD-AVX2``, ``AuthenticAMD-AVX512``),
+in ``pinned_trajectories_<kind>.json``, which overrides the main file's on such a CPU; the main
+file's are a ``GenuineIntel-AVX512`` CPU's. They must be the code before the change's figures on
+that kind of CPU: ``python -m tests.test_pinned --write-cpu CASE...`` writes them, and the pinned
+commit's code must give the same there (commit 763f3ef's ``single_trajectory`` and
+``batched_trajectory`` gave the AMD figures on 2-core AMD EPYCs, bit for bit on the AVX2 one and
+within 5e-9 relative on the AVX512 one). On a kind of CPU with no figures of its own such a case
+is held to the spread measured across those three kinds, not to the last bits: its integers
+(holders, rounds, bytes) exactly, its floats within ``CROSS_CPU`` (twice the widest difference
+seen: 0.8% of an observation's sum, 0.055 in a reward).
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,8 +35,29 @@ import torch
 
 import hlgym  # noqa: F401  (registers the ids)
 
+
+def cpu_kind() -> str:
+    """This CPU's vendor and the instruction set torch's kernels use, as in ``AuthenticAMD-AVX2``."""
+    vendor = platform.processor() or "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+                break
+    return f"{vendor}-{torch.backends.cpu.get_cpu_capability()}"
+
+
 PINNED = Path(__file__).with_name("pinned_trajectories.json")
-CPU_PINNED = PINNED.with_name(f"pinned_trajectories_{torch.backends.cpu.get_cpu_capability()}.json")
+# The kind of CPU the main file's float-sensitive figures were written on.
+MAIN_KIND = "GenuineIntel-AVX512"
+CPU_PINNED = PINNED.with_name(f"pinned_trajectories_{cpu_kind()}.json")
+FLOAT_SENSITIVE = {"logits"}
+# (rel, abs) for a float-sensitive case on a kind of CPU with no figures of its own.
+CROSS_CPU = (0.02, 0.11)
+# Same code path, same arithmetic: equal up to the last bits a different summation order
+# inside a BLAS call could move.
+SAME_CPU = (1e-6, 1e-6)
 ACTIONS = [3, 1, 4, 1, 5, 9, 2, 6]
 SEED = 7
 # The HL presets on synthetic data, whatever this machine has installed, so the figures do
@@ -148,19 +175,18 @@ def fingerprints(names: list[str] | None = None) -> dict[str, Any]:
     return out
 
 
-def _assert_close(got: Any, want: Any, where: str) -> None:
+def _assert_close(got: Any, want: Any, where: str, tolerance: tuple[float, float] = SAME_CPU) -> None:
     if isinstance(want, dict):
         assert set(got) == set(want), where
         for key in want:
-            _assert_close(got[key], want[key], f"{where}.{key}")
+            _assert_close(got[key], want[key], f"{where}.{key}", tolerance)
     elif isinstance(want, list):
         assert len(got) == len(want), f"{where}: {len(got)} entries, pinned {len(want)}"
         for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            _assert_close(g, w, f"{where}[{i}]")
+            _assert_close(g, w, f"{where}[{i}]", tolerance)
     elif isinstance(want, float):
-        # Same code path, same arithmetic: equal up to the last bits a different summation
-        # order inside a BLAS call could move.
-        assert got == pytest.approx(want, rel=1e-6, abs=1e-6), where
+        rel, abs_ = tolerance
+        assert got == pytest.approx(want, rel=rel, abs=abs_), where
     else:
         assert got == want, where
 
@@ -175,11 +201,30 @@ def pinned_figures() -> dict[str, Any]:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_trajectories_equal_the_pinned_ones(case: str) -> None:
-    pinned = pinned_figures()[case]
+    figures = pinned_figures()
+    pinned = figures[case]
+    own = cpu_kind() == MAIN_KIND or (CPU_PINNED.exists() and case in json.loads(CPU_PINNED.read_text()))
+    tolerance = CROSS_CPU if case in FLOAT_SENSITIVE and not own else SAME_CPU
     env_id, overrides = CASES[case]
-    _assert_close(single_trajectory(env_id, overrides), pinned["single"], f"{case}.single")
+    _assert_close(single_trajectory(env_id, overrides), pinned["single"], f"{case}.single", tolerance)
     if env_id not in SINGLE_ONLY:
-        _assert_close(batched_trajectory(env_id, overrides), pinned["batched"], f"{case}.batched")
+        _assert_close(batched_trajectory(env_id, overrides), pinned["batched"], f"{case}.batched", tolerance)
+
+
+def test_the_cross_cpu_tolerance_covers_the_kinds_seen_and_no_more() -> None:
+    kinds = [json.loads(PINNED.read_text())] + [
+        json.loads(path.read_text()) for path in sorted(PINNED.parent.glob("pinned_trajectories_*.json"))
+    ]
+    for case in FLOAT_SENSITIVE:
+        seen = [figures[case] for figures in kinds if case in figures]
+        assert len(seen) >= 3, case
+        for got in seen:
+            for want in seen:
+                _assert_close(got, want, case, CROSS_CPU)
+        moved = json.loads(json.dumps(seen[0]))
+        moved["single"][1]["reward"] += 0.2
+        with pytest.raises(AssertionError):
+            _assert_close(moved, seen[0], case, CROSS_CPU)
 
 
 USAGE = (
