@@ -84,6 +84,18 @@ class Args:
             "metavar": "KEY=VALUE",
         },
     )
+    hyperparams: list[str] = field(
+        default_factory=list,
+        metadata={
+            **_help(
+                """Overrides of the trained algorithm's settings in hyperparams/<algo>.yml, as
+                key=value (values read as JSON), e.g. --hyperparams gamma=0.99 ent_coef=0.02:
+                the algorithm's constructor arguments (SB3, sb3-contrib, hl_dqn), or with
+                --backend rllib the names ppo.yml uses."""
+            ),
+            "metavar": "KEY=VALUE",
+        },
+    )
     policy: str | None = field(
         default=None,
         metadata=_help(

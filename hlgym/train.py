@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import inspect
 import math
 import os
 import shutil
@@ -129,6 +130,7 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             used = ", ".join([*defaults, "the algorithm's own settings"])
             print(f"hyperparams/{args.algo}.yml has no entry for {args.env}: using the defaults ({used})")
         hp = entry or {}
+    hp.update(_hyperparam_overrides(args))
     options = {opt: hp.pop(key) for key, opt in OPTION_KEYS.items() if key in hp}
     if "policy" in options:
         options["policy"] = YAML_POLICIES.get(options["policy"], options["policy"])
@@ -179,10 +181,77 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
         )
     check_device(args.device)
     trainer.check(args, config, hp)
+    _check_hyperparams(args, config, hp)
     if args.pretrain is not None:
         _check_pretrain(args, config)
     check_env(args.env, config)
     return args, config, hp
+
+
+def _hyperparam_overrides(args: Args) -> dict[str, Any]:
+    """``--hyperparams``' pairs, refused where nothing trains and for the keys other options set."""
+    if not args.hyperparams:
+        return {}
+    if args.algo not in TRAINED_ALGOS:
+        raise SystemExit(
+            f"--hyperparams is not accepted with --algo {args.algo}: nothing trains; accepted with: "
+            f"{', '.join(TRAINED_ALGOS)}"
+        )
+    if args.evaluate_model is not None:
+        raise SystemExit("--hyperparams with --evaluate-model is not accepted: nothing trains; accepted: one of them")
+    try:
+        overrides = parse_pairs(args.hyperparams, "--hyperparams")
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    for key, option in OPTION_KEYS.items():
+        if key in overrides or option in overrides:
+            raise SystemExit(
+                f"--hyperparams {key if key in overrides else option}=... is not accepted: "
+                f"--{option.replace('_', '-')} sets it; accepted: the algorithm's other settings"
+            )
+    return overrides
+
+
+# Constructor arguments hlgym-train passes itself, which --hyperparams cannot set.
+_SET_BY_TRAIN = {"self", "policy", "env", "seed", "device", "tensorboard_log", "verbose", "_init_setup_model"}
+_SET_BY_TRAIN_HL_DQN = {"self", "obs_dim", "n_actions", "seed"}
+
+
+def _check_hyperparams(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) -> None:
+    """``--hyperparams`` with an SB3 algorithm or hl_dqn: every key is a constructor argument,
+    and the algorithm, built once on one copy of the env (nothing written), takes the values."""
+    if not args.hyperparams or args.backend != "sb3":
+        return  # the RLlib backend's check maps and checks the keys itself
+    given = parse_pairs(args.hyperparams, "--hyperparams")
+    target: Callable[..., Any] = HLDQNAgent if args.algo == "hl_dqn" else sb3.algorithm_class(args.algo)
+    own = _SET_BY_TRAIN_HL_DQN if args.algo == "hl_dqn" else _SET_BY_TRAIN
+    parameters = inspect.signature(target.__init__).parameters
+    accepted = sorted(set(parameters) - own)
+    for key, value in given.items():
+        if key not in accepted:
+            raise SystemExit(
+                f"--hyperparams {key}=... is not accepted: {args.algo} has no setting {key!r}; "
+                f"accepted: {', '.join(accepted)}"
+            )
+        default = parameters[key].default
+        # A number's setting (SB3 checks few of them before training starts) gets a number.
+        numeric = isinstance(default, int | float) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise SystemExit(f"--hyperparams {key}={value!r} is not accepted; accepted: a number")
+    env = registration.make(args.env, config)
+    try:
+        if args.algo == "hl_dqn":
+            shape = env.observation_space.shape
+            assert shape is not None and isinstance(env.action_space, gym.spaces.Discrete)
+            HLDQNAgent(math.prod(shape), int(env.action_space.n), seed=args.seed, **hp)
+        else:
+            assert args.policy is not None
+            target(sb3.policy_for(args.algo, args.policy), env, seed=args.seed, device="cpu", verbose=0, **hp)
+    except (TypeError, ValueError, AssertionError) as exc:
+        pairs = " ".join(args.hyperparams)
+        raise SystemExit(f"--hyperparams {pairs} is not accepted by {args.algo}: {exc or type(exc).__name__}") from None
+    finally:
+        env.close()
 
 
 def check_env(env_id: str, config: PeerSelectionConfig) -> None:
@@ -337,7 +406,8 @@ def _check_rllib(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) ->
     try:
         rllib.rllib_hyperparams({k: v for k, v in hp.items() if k != "policy_kwargs"}, args.n_envs or 1)
     except ValueError as exc:
-        raise SystemExit(f"hyperparams/ppo.yml for {args.env}: {exc}") from exc
+        given = f" with --hyperparams {' '.join(args.hyperparams)}" if args.hyperparams else ""
+        raise SystemExit(f"hyperparams/ppo.yml for {args.env}{given}: {exc}") from exc
 
 
 def train_sb3(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], run: RunFolder) -> Agent:

@@ -124,6 +124,11 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
                 f"{flag} is not accepted with the multi-agent --env {args.env} (no oracle demonstrations there); "
                 "accepted: --pretrain with a single-agent --env"
             )
+    if args.hyperparams:
+        raise SystemExit(
+            f"--hyperparams is not accepted with the multi-agent --env {args.env} (its shared PPO's "
+            "settings are hlgym.agents.gossip.SHARED_PPO); accepted with a single-agent --env"
+        )
     trained = args.algo in TRAINED
     if args.backend not in BACKENDS:
         raise SystemExit(f"--backend {args.backend!r} is not accepted; accepted: {', '.join(BACKENDS)}")

@@ -59,6 +59,58 @@ def test_a_missing_entry_uses_the_defaults_and_says_so(capsys: pytest.CaptureFix
     assert args.policy == "attention" and hp["n_steps"] == 128 and "n_timesteps" not in hp
 
 
+def test_hyperparams_override_the_file_and_reach_the_model(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+
+    out = tmp_path / "gamma"
+    common = [
+        "--timesteps",
+        "64",
+        "--n-envs",
+        "1",
+        "--eval-episodes",
+        "1",
+        "--no-progress",
+        "--env-kwargs",
+        "max_rounds=4",
+    ]
+    train.main(["--hyperparams", "gamma=0.99", "ent_coef=0.02", "--out", str(out), *common])
+    hp = json.loads((out / "config.json").read_text())["hyperparams"]
+    assert (hp["gamma"], hp["ent_coef"], hp["n_steps"]) == (0.99, 0.02, 128)  # n_steps: ppo.yml's
+    model = PPO.load(out / "model.zip")
+    assert (model.gamma, model.ent_coef) == (0.99, 0.02)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--hyperparams", "gama=0.99"],
+            "--hyperparams gama=... is not accepted: ppo has no setting 'gama'; accepted: ",
+        ),
+        (["--hyperparams", "gamma=abc"], "--hyperparams gamma='abc' is not accepted; accepted: a number"),
+        (["--hyperparams", "batch_size=0"], "--hyperparams batch_size=0 is not accepted by ppo: `batch_size` must be"),
+        (["--hyperparams", "n_timesteps=5"], "--hyperparams n_timesteps=... is not accepted: --timesteps sets it"),
+        (["--hyperparams", "policy=mlp"], "--hyperparams policy=... is not accepted: --policy sets it"),
+        (["--algo", "greedy", "--hyperparams", "gamma=0.9"], "--hyperparams is not accepted with --algo greedy"),
+        (["--algo", "hl_dqn", "--hyperparams", "minibatch=0"], "not accepted by hl_dqn: minibatch=0 is not accepted"),
+        (
+            ["--env", "hlgym/Gossip-v0", "--hyperparams", "gamma=0.9"],
+            "--hyperparams is not accepted with the multi-agent",
+        ),
+        (["--hyperparams", "gamma"], "--hyperparams item 'gamma' is not accepted; accepted: key=value"),
+    ],
+)
+def test_bad_hyperparams_are_refused_before_any_file(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        train.main([*argv, "--out", str(out), "--no-progress"])
+    assert message in str(exc.value)
+    assert not out.exists()
+
+
 def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "HLGYM_OFFLINE": "1", **(env or {})}
     return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
