@@ -130,7 +130,8 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             used = ", ".join([*defaults, "the algorithm's own settings"])
             print(f"hyperparams/{args.algo}.yml has no entry for {args.env}: using the defaults ({used})")
         hp = entry or {}
-    hp.update(_hyperparam_overrides(args))
+    overrides = _hyperparam_overrides(args)
+    hp.update(overrides)
     options = {opt: hp.pop(key) for key, opt in OPTION_KEYS.items() if key in hp}
     if "policy" in options:
         options["policy"] = YAML_POLICIES.get(options["policy"], options["policy"])
@@ -181,7 +182,7 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
         )
     check_device(args.device)
     trainer.check(args, config, hp)
-    _check_hyperparams(args, config, hp)
+    _check_hyperparams(args, config, hp, overrides)
     if args.pretrain is not None:
         _check_pretrain(args, config)
     check_env(args.env, config)
@@ -217,12 +218,12 @@ _SET_BY_TRAIN = {"self", "policy", "env", "seed", "device", "tensorboard_log", "
 _SET_BY_TRAIN_HL_DQN = {"self", "obs_dim", "n_actions", "seed"}
 
 
-def _check_hyperparams(args: Args, config: PeerSelectionConfig, hp: dict[str, Any]) -> None:
-    """``--hyperparams`` with an SB3 algorithm or hl_dqn: every key is a constructor argument,
-    and the algorithm, built once on one copy of the env (nothing written), takes the values."""
-    if not args.hyperparams or args.backend != "sb3":
+def _check_hyperparams(args: Args, config: PeerSelectionConfig, hp: dict[str, Any], given: dict[str, Any]) -> None:
+    """``--hyperparams`` (``given``) with an SB3 algorithm or hl_dqn: every key is a constructor
+    argument, and the algorithm, built once on one copy of the env (nothing written), takes
+    ``hp``, the file's settings with them."""
+    if not given or args.backend != "sb3":
         return  # the RLlib backend's check maps and checks the keys itself
-    given = parse_pairs(args.hyperparams, "--hyperparams")
     target: Callable[..., Any] = HLDQNAgent if args.algo == "hl_dqn" else sb3.algorithm_class(args.algo)
     own = _SET_BY_TRAIN_HL_DQN if args.algo == "hl_dqn" else _SET_BY_TRAIN
     parameters = inspect.signature(target.__init__).parameters
