@@ -6,6 +6,10 @@ order and in one folder, so a command that reads an earlier one's run folder fin
 budget is the only thing changed: fewer training steps, two evaluation episodes, four rounds
 per episode (and, for the HL presets, fewer samples, on synthetic data when the real files
 are not on this machine). ``--out`` and every other option stay as written.
+
+Running them all takes 5-7 minutes on 2 cores (81 commands; the multi-seed trainings most of
+it), so that test is ``slow``: the default run stays under 10 minutes, and ``.ci/run`` runs
+the slow tests with every extra installed (and again in the ray leg, for the RLlib commands).
 """
 
 from __future__ import annotations
@@ -146,6 +150,7 @@ def test_the_documents_show_commands_this_test_knows() -> None:
     assert not unknown, f"commands this test neither runs nor explains: {unknown}"
 
 
+@pytest.mark.slow
 def test_every_documented_command_runs_at_a_small_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
