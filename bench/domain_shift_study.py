@@ -73,8 +73,9 @@ def near_target(env: PeerSelectionEnv) -> np.ndarray:
     """The peers whose domain is one of the two source domains nearest the target."""
     config, domains = env.config, env.peer_domains
     assert domains is not None, "the near-target route needs a domain-shift env"
+    assert config.target_domain != "mixed", "the near-target route needs one target domain"
     sources = np.asarray(config.source_domains, dtype=np.float64)
-    nearest = sources[np.argsort(np.abs(sources - config.target_domain), kind="stable")[:2]]
+    nearest = sources[np.argsort(np.abs(sources - float(config.target_domain)), kind="stable")[:2]]
     return np.flatnonzero(np.isin(domains, nearest))
 
 

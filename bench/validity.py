@@ -24,6 +24,11 @@ killed run goes on where it stopped); the table is printed from that file.
 oracle stops searching there): the same verdict at that goal for a fraction of the steps, for
 ids whose goal is not to be moved (the ``HL-*`` ids reproduce the reference; their step is
 0.3-0.6 s), without ``--goals``.
+
+``--policies`` plays some of the three only (``random``, ``fixed``: every fixed peer,
+``oracle``), so that two processes share the cores: ``--policies oracle`` in one and
+``--policies random fixed`` in the other, with the same ``--json``; the table is printed
+by the run that finds all three in the file.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from hlgym.envs.datasets import DataNotFoundError
 DIGITS = tuple(i for i in PRESETS if PRESETS[i].dataset == "digits")  # every id on the bundled data
 SEED = 10_000  # the held-out evaluation seeds of hlgym-train
 LIFTED = 1.0  # a goal no episode reaches: every episode runs its rounds
+POLICIES = ("random", "fixed", "oracle")
 
 
 def cases(env_id: str, registered: bool = False) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
@@ -163,6 +169,13 @@ def main() -> None:
     parser.add_argument("--json", default="bench/validity.json")
     parser.add_argument("--goals", action="store_true", help="also print the goals at which every criterion holds")
     parser.add_argument("--registered", action="store_true", help="play at the registered goals (no --goals)")
+    parser.add_argument(
+        "--policies",
+        nargs="+",
+        choices=POLICIES,
+        default=list(POLICIES),
+        help="play only these (the others' runs are read from --json; default: all three)",
+    )
     args = parser.parse_args()
     if args.goals and args.registered:
         parser.error("--goals needs the lifted goal: give one of --goals and --registered")
@@ -189,7 +202,7 @@ def main() -> None:
             agents.update({f"fixed:{k}": FixedPeerAgent(k) for k in range(n)})
             agents["oracle"] = OracleAgent(env, args.width)
             for policy, agent in agents.items():
-                if policy in done:
+                if policy in done or policy.split(":")[0] not in args.policies:
                     continue
                 start = time.perf_counter()
                 done[policy] = curves(agent, env, args.episodes)
@@ -198,7 +211,12 @@ def main() -> None:
                 save(path, key, name, policy, done)
                 print(f"{name} {policy}: {seconds:.0f} s", flush=True)
             env.close()
+            if path.exists():  # what another process (--policies) has played meanwhile
+                done = json.loads(path.read_text()).get(key, {}).get(name, done)
             policies = {k: v for k, v in done.items() if not k.startswith("_")}
+            if not set(agents) <= set(policies):  # another process plays the rest
+                print(f"{name}: {len(set(agents) - set(policies))} policies still to play; no verdict yet")
+                continue
             row = verdict(policies, goal, max_rounds)
             row["case"], row["oracle_s_per_episode"] = name, done["_seconds"]["oracle"] / args.episodes
             if args.goals and list(goal) == [""]:  # one goal to move (not a task split's several)

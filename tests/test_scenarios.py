@@ -108,6 +108,23 @@ def test_peers_hold_their_domains_and_the_reward_tests_the_target() -> None:
     assert plain.peer_domains is None
 
 
+def test_a_mixed_target_renders_the_test_images_in_every_source_domain_in_turn() -> None:
+    env = PeerSelectionEnv(**{**SHIFT, "target_domain": "mixed"})
+    env.reset(seed=3)
+    base = device_data("digits", None, "cpu", False, None)
+    x_eval = env.episode.data.x_eval
+    for k, level in enumerate((0, 15, 30, 45, 60)):
+        rows = torch.arange(k, base.x_eval.shape[0], 5)
+        torch.testing.assert_close(x_eval[rows], apply_shift(base.x_eval[rows], "rotate", level, torch.Generator()))
+    # The starter's unlabeled target images are mixed the same way (row 1 at 15 degrees).
+    target = env.episode.data.x_train[torch.from_numpy(env.episode.target_indices)]
+    torch.testing.assert_close(env.episode.target_x[1], apply_shift(target[1:2], "rotate", 15, torch.Generator())[0])
+    # Its own cache entry: the 75-degree set of the same data is not reused.
+    other = PeerSelectionEnv(**SHIFT)
+    other.reset(seed=3)
+    assert not torch.equal(other.episode.data.x_eval, x_eval)
+
+
 def test_observation_says_which_peers_are_near_the_target() -> None:
     env = PeerSelectionEnv(**SHIFT)
     assert env.observation_space.shape == (10, 9)
@@ -174,7 +191,11 @@ def test_alignment_sends_the_target_images_once_and_changes_training() -> None:
         ({"domain_shift": "rotate", "source_domains": []}, "source_domains=() is not accepted"),
         (
             {"domain_shift": "noise", "source_domains": [0, 0.1], "target_domain": -1},
-            "target_domain=-1 is not accepted; accepted: a domain of 'noise': a number >= 0",
+            "target_domain=-1 is not accepted; accepted: a domain of 'noise' (a number >= 0) or 'mixed'",
+        ),
+        (
+            {"domain_shift": "rotate", "target_domain": "unseen"},
+            "target_domain='unseen' is not accepted; accepted: a domain of 'rotate' (a finite number) or 'mixed'",
         ),
         (
             {"domain_shift": "rotate", "domain_rule": "spiral"},

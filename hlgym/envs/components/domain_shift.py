@@ -6,7 +6,10 @@ domain generalization", ACML 2022), shaped as DomainBed's RotatedMNIST: the same
 under a transform whose level names the domain. ``PeerSelectionConfig.domain_shift`` picks
 the transform, ``source_domains`` the levels peers hold, ``target_domain`` the level the
 reward's test images are in, ``domain_rule`` how peers get their levels
-(:func:`~hlgym.envs.components.groups.assign_peers`). :class:`DomainShift` is the component:
+(:func:`~hlgym.envs.components.groups.assign_peers`). ``target_domain="mixed"`` renders the test
+images in the source domains instead, in turn (image ``i`` in ``source_domains[i % k]``): the
+reward then asks for a model that covers every peer's domain, not one that transfers to an
+unseen one. :class:`DomainShift` is the component:
 the peers' domains and the target images drawn per episode, the ``target_distance`` column,
 FedKA's MMD alignment as a loss term, the domains' colours in the render.
 
@@ -125,16 +128,38 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(h, k1.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)
 
 
+MIXED = "mixed"  # target_domain: the test images in the source domains, in turn
+
+
+def render_target(
+    x: torch.Tensor,
+    shift: str,
+    target: float | str,
+    sources: tuple[float, ...],
+    generator: torch.Generator,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """``x`` rendered in the target domain: :func:`apply_shift` at level ``target``, or, for
+    ``target="mixed"``, row ``i`` at level ``sources[i % len(sources)]``."""
+    if target != MIXED:
+        return apply_shift(x, shift, float(target), generator, memory_format)
+    out = torch.empty_like(x).contiguous(memory_format=memory_format)
+    for k, level in enumerate(sources):
+        rows = torch.arange(k, x.shape[0], len(sources), device=x.device)
+        out[rows] = apply_shift(x[rows], shift, float(level), generator, memory_format)
+    return out
+
+
 @functools.lru_cache(maxsize=8)
-def target_data(data: DeviceData, shift: str, level: float) -> DeviceData:
+def target_data(data: DeviceData, shift: str, target: float | str, sources: tuple[float, ...]) -> DeviceData:
     """``data`` with its test images (``x_test``, ``x_eval``) in the target domain (cached per
-    process and setting). ``noise`` draws from a fixed seed: the target test set is a data
-    set, the same in every episode."""
+    process and setting; ``sources`` matter only for ``target="mixed"``). ``noise`` draws
+    from a fixed seed: the target test set is a data set, the same in every episode."""
     fmt = data.memory_format
-    x_test = apply_shift(data.x_test, shift, level, torch.Generator().manual_seed(0), fmt)
+    x_test = render_target(data.x_test, shift, target, sources, torch.Generator().manual_seed(0), fmt)
     x_eval = x_test
     if data.x_eval is not data.x_test:
-        x_eval = apply_shift(data.x_eval, shift, level, torch.Generator().manual_seed(1), fmt)
+        x_eval = render_target(data.x_eval, shift, target, sources, torch.Generator().manual_seed(1), fmt)
     return dataclasses.replace(data, x_test=x_test, x_eval=x_eval)
 
 
@@ -148,8 +173,10 @@ class DomainShiftFields(CoreFields):
     [standard deviation], ``"blur"`` [pixels of standard deviation], ``"thicken"`` [pixels]."""
     source_domains: tuple[float, ...] = (0.0, 15.0, 30.0, 45.0, 60.0)
     """``domain_shift``: the domains (levels) the peers' training images are in; distinct."""
-    target_domain: float = 75.0
-    """``domain_shift``: the domain of the test images the reward uses; not a source domain."""
+    target_domain: float | str = 75.0
+    """``domain_shift``: the domain of the test images the reward uses, not a source domain;
+    or ``"mixed"``: the test images (and the starter's unlabeled target images) in the source
+    domains in turn, so the reward asks for a model that knows every peer's domain."""
     domain_rule: str = "cycle"
     """``domain_shift``: which source domain a peer holds: ``"cycle"`` (peer i holds
     ``source_domains[i % k]``), ``"blocks"`` (runs of neighbouring indices share one) or
@@ -191,9 +218,11 @@ def validate(cfg: DomainShiftFields) -> None:
             checks.fail("source_domains", list(sources), f"a list of domains of {shift!r}, each {why}")
     if len(set(sources)) != len(sources):
         checks.fail("source_domains", list(sources), "distinct domains")
+    if cfg.target_domain == MIXED:
+        return
     why = check_level(shift, cfg.target_domain)
     if why is not None:
-        checks.fail("target_domain", cfg.target_domain, f"a domain of {shift!r}: {why}")
+        checks.fail("target_domain", cfg.target_domain, f"a domain of {shift!r} ({why}) or {MIXED!r}")
     if cfg.target_domain in sources:
         checks.fail(
             "target_domain",
@@ -231,7 +260,8 @@ class DomainShift(Component):
 
     @classmethod
     def prepare_data(cls, config: Any, data: DeviceData) -> DeviceData:
-        return target_data(data, config.domain_shift, float(config.target_domain))
+        target = config.target_domain if config.target_domain == MIXED else float(config.target_domain)
+        return target_data(data, config.domain_shift, target, tuple(float(v) for v in config.source_domains))
 
     @classmethod
     def pool_request(cls, config: Any) -> tuple[str, int] | None:
@@ -252,7 +282,7 @@ class DomainShift(Component):
             for x, level in zip(ep.peer_x, self.peer_domains, strict=True)
         ]
         target = data.x_train[torch.from_numpy(self.target_indices).to(data.x_train.device)]
-        self.target_x = apply_shift(target, shift, float(cfg.target_domain), generator, fmt)
+        self.target_x = render_target(target, shift, cfg.target_domain, tuple(cfg.source_domains), generator, fmt)
         self._targets_sent = False
 
     def hop(self, prev: int, peer: int, rng: np.random.Generator) -> tuple[int, bool]:
