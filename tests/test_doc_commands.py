@@ -7,7 +7,7 @@ budget is the only thing changed: fewer training steps, two evaluation episodes,
 per episode (and, for the HL presets, fewer samples, on synthetic data when the real files
 are not on this machine). ``--out`` and every other option stay as written.
 
-Running them all takes 5-7 minutes on 2 cores (81 commands; the multi-seed trainings most of
+Running them all takes 7-8 minutes on 2 cores (81 commands; the multi-seed trainings most of
 it), so that test is ``slow``: the default run stays under 10 minutes, and ``.ci/run`` runs
 the slow tests with every extra installed (and again in the ray leg, for the RLlib commands).
 """

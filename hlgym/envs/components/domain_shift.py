@@ -260,8 +260,7 @@ class DomainShift(Component):
 
     @classmethod
     def prepare_data(cls, config: Any, data: DeviceData) -> DeviceData:
-        target = config.target_domain if config.target_domain == MIXED else float(config.target_domain)
-        return target_data(data, config.domain_shift, target, tuple(float(v) for v in config.source_domains))
+        return target_data(data, config.domain_shift, config.target_domain, config.source_domains)
 
     @classmethod
     def pool_request(cls, config: Any) -> tuple[str, int] | None:
@@ -282,7 +281,7 @@ class DomainShift(Component):
             for x, level in zip(ep.peer_x, self.peer_domains, strict=True)
         ]
         target = data.x_train[torch.from_numpy(self.target_indices).to(data.x_train.device)]
-        self.target_x = render_target(target, shift, cfg.target_domain, tuple(cfg.source_domains), generator, fmt)
+        self.target_x = render_target(target, shift, cfg.target_domain, cfg.source_domains, generator, fmt)
         self._targets_sent = False
 
     def hop(self, prev: int, peer: int, rng: np.random.Generator) -> tuple[int, bool]:
