@@ -10,6 +10,9 @@ several n_envs, and memory across resets.
     python bench/bench_env.py --scenarios [ID ...] # only: step time of the scenario ids (or those named)
     python bench/bench_env.py --memory             # only: 8 batched HL-FashionMNIST copies over
                                                    # resets, the heap trim on and off
+    python bench/bench_env.py --bound              # only: the HL-FashionMNIST step against the
+                                                   # matmul bound, float32 and bfloat16, the code
+                                                   # before the bound work and after
 
 Prints tables and writes JSON. Figures only: nothing here asserts a time.
 """
@@ -24,21 +27,25 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 import hlgym
 from hlgym.agents.sb3 import BatchedPeerSelectionVecEnv
-from hlgym.envs import PRESETS, DataNotFoundError, Episode, PeerSelectionEnv, TaskDistributionEnv
+from hlgym.envs import PRESETS, DataNotFoundError, Episode, PeerSelectionEnv, TaskDistributionEnv, memory
 from hlgym.envs.components.transfer import TRANSFERS
 from hlgym.envs.rounds import PHASES  # the keys of the envs' last_timing
+from hlgym.models import pooling
+from hlgym.models.work import EVAL_PRECISIONS
 
 # Each transfer mode as the README's table names it, with its overrides.
 MODES: dict[str, dict[str, Any]] = {
@@ -312,6 +319,53 @@ def bench_memory(env_id: str, n_envs: int, resets: int) -> list[dict[str, Any]]:
 Column = tuple[str, int, Callable[[dict[str, Any]], str]]
 
 
+@contextmanager
+def step_code(name: str) -> Iterator[None]:
+    """A lone env's HL step as the package runs it (``"after"``) or as it ran before the
+    matmul-bound work (``"before"``: torch's ``F.max_pool2d`` for the CNN's inference pooling,
+    and a heap trim after every long round whatever the heaps hold), in the same process."""
+    pool, free = pooling.max_pool2d, memory.heap_free_bytes
+    if name == "before":
+        # MaxPool2d.forward and HeapTrim look the names up at each call; F.max_pool2d takes
+        # the same arguments; None is "unknown", on which every long round trims.
+        pooling.max_pool2d = F.max_pool2d  # type: ignore[assignment]
+        memory.heap_free_bytes = lambda: None
+    try:
+        yield
+    finally:
+        pooling.max_pool2d, memory.heap_free_bytes = pool, free
+
+
+def bench_bound(env_id: str, steps: int, blocks: int) -> list[dict[str, Any]]:
+    """The HL step against the matmul bound measured in the same process: each evaluation
+    precision with the code before and after (:func:`step_code`), in ``blocks`` alternating
+    blocks of ``steps`` steps (the machine's drift falls on every variant alike).
+
+    Returns:
+        One row per (code, precision): the median over blocks of each block's median step
+        and phases [ms], the step's GFLOP, the matmul's GFLOP/s and the step over its bound.
+    """
+    matmul = matmul_gflops()
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _ in range(blocks):
+        for code in ("before", "after"):
+            with step_code(code):
+                for name in EVAL_PRECISIONS:
+                    runs.setdefault((code, name), []).append(bench(env_id, steps, goal=1.0, eval_precision=name))
+    matmul = max(matmul, matmul_gflops())  # at the start and at the end: the better of the two
+    rows = []
+    for (code, name), results in runs.items():
+        row: dict[str, Any] = {"env_id": env_id, "code": code, "eval_precision": name, "blocks": blocks}
+        for key in ("step_ms_median", *(f"{k}_ms_median" for k in PHASES)):
+            row[key] = statistics.median(r[key] for r in results)
+        row["gflop_per_step"] = results[0]["gflop_per_step"]
+        row["matmul_gflops"] = matmul
+        row["bound_ms"] = 1e3 * row["gflop_per_step"] / matmul
+        row["of_bound"] = row["step_ms_median"] / row["bound_ms"]
+        rows.append(row)
+    return rows
+
+
 def _table(rows: list[dict[str, Any]], columns: list[Column]) -> None:
     """Print ``rows`` under a header; a column is (title, width, cell); negative width: left-aligned."""
     header = " ".join(f"{t:<{-w}}" if w < 0 else f"{t:>{w}}" for t, w, _ in columns)
@@ -361,6 +415,14 @@ def bench_settings(
     return rows
 
 
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write one mode's rows as JSON with the versions, threads and machine."""
+    meta = {"hlgym": hlgym.__version__, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "machine": platform.processor(), "rows": rows}, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def main() -> None:
     """Run the benchmark from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -384,17 +446,43 @@ def main() -> None:
     parser.add_argument(
         "--memory", action="store_true", help="only: batched HL-FashionMNIST over --resets / 10 resets, trim off and on"
     )
+    parser.add_argument(
+        "--bound",
+        action="store_true",
+        help="only: the HL-FashionMNIST step (--hl-steps a block, 3 blocks) against the matmul bound, "
+        "float32 and bfloat16, the code before the bound work and after",
+    )
     args = parser.parse_args()
     if any(n < 1 for n in args.n_envs):
         parser.error(f"--n-envs {args.n_envs}: accepted: integers >= 1")
+    if args.bound:
+        try:
+            rows = bench_bound("hlgym/HL-FashionMNIST-v0", args.hl_steps, blocks=3)
+        except DataNotFoundError as error:
+            parser.exit(1, f"--bound needs Fashion-MNIST: {error}\n")
+        machine = platform.processor() or platform.machine()
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}")
+        print(
+            f"matmul {rows[0]['matmul_gflops']:.1f} GFLOP/s; the step's {rows[0]['gflop_per_step']:.1f} GFLOP: "
+            f"bound {rows[0]['bound_ms']:.0f} ms"
+        )
+        _table(
+            rows,
+            [
+                ("code", -6, lambda r: r["code"]),
+                ("evaluation", -10, lambda r: r["eval_precision"]),
+                ("step ms", 8, lambda r: f"{r['step_ms_median']:.1f}"),
+                *[(k, 8, lambda r, k=k: f"{r[k + '_ms_median']:.1f}") for k in PHASES],
+                ("of bound", 8, lambda r: f"{r['of_bound']:.2f}x"),
+            ],
+        )
+        print("(medians over 3 alternating blocks of each block's median step; target: at most 1.5x the bound)")
+        _write_rows(Path(args.json).with_name("bound.json"), rows)
+        return
     if args.memory:
         env_id, n = "hlgym/HL-FashionMNIST-v0", max(args.n_envs)
         rows = bench_memory(env_id, n, max(2, args.resets // 10))
-        meta = {"hlgym": hlgym.__version__, "torch": torch.__version__, "threads": torch.get_num_threads()}
-        path = Path(args.json).with_name("memory.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"meta": meta, "machine": platform.processor(), "rows": rows}, indent=2) + "\n")
-        print(f"wrote {path}")
+        _write_rows(Path(args.json).with_name("memory.json"), rows)
         return
     if args.tasks:
         rows = [bench_vec("hlgym/TaskDistribution-v1", n, 10 * args.vec_steps) for n in args.n_envs]
@@ -425,11 +513,7 @@ def main() -> None:
             plan = [(env_id, settings) for env_id, settings in plan if not args.scenarios or env_id in args.scenarios]
             name = "scenarios"
         rows = bench_settings(plan, args.steps, args.hl_steps, args.vec_steps, n)
-        meta = {"hlgym": hlgym.__version__, "torch": torch.__version__, "threads": torch.get_num_threads()}
-        path = Path(args.json).with_name(f"{name}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"meta": meta, "machine": platform.processor(), "rows": rows}, indent=2) + "\n")
-        print(f"wrote {path}")
+        _write_rows(Path(args.json).with_name(f"{name}.json"), rows)
         return
 
     matmul = matmul_gflops()

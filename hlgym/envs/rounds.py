@@ -31,8 +31,8 @@ a :class:`~hlgym.models.batched.StackedModels`. Both go through the same phases:
        round's offline peers), log, observation (the components' columns), info.
 
 The runner also times the model phases (``last_timing``, read by ``bench/bench_env.py``),
-and after a long reset or round gives the heap's free pages back to the operating system
-(:class:`~hlgym.envs.memory.HeapTrim`).
+and after a long reset or round that left much of the heap free gives its free pages back to
+the operating system (:class:`~hlgym.envs.memory.HeapTrim`).
 """
 
 from __future__ import annotations

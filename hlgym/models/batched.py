@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hlgym.models.loss import local_loss, soft_fit_loss
+from hlgym.models.pooling import max_pool2d
 from hlgym.models.training import OPTIMIZERS, keras_init_
 from hlgym.models.work import ModelSpec, TrainJob, precision
 
@@ -257,9 +258,7 @@ class StackedModels:
             elif isinstance(module, nn.MaxPool2d):
                 if layout == _STACKED:
                     h, layout = self._group(h), _GROUPED
-                h = F.max_pool2d(
-                    h, module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode
-                )
+                h = max_pool2d(h, module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
             else:  # ReLU
                 h = F.relu(h)
         if layout != _STACKED:

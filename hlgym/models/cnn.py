@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hlgym.models.pooling import MaxPool2d
+
 
 def _conv_out(size: int, kernel: int) -> int:
     # 'valid' convolution followed by a 2x2 max-pool, as Keras' defaults do.
@@ -35,13 +37,14 @@ class HLCNN(nn.Module):
                 "use model='mlp' for small images"
             )
         # Pooling before the ReLU computes the same values (max and ReLU commute) with the
-        # ReLU on a 4x smaller tensor; the convolutions stay at indices 0 and 3.
+        # ReLU on a 4x smaller tensor; the convolutions stay at indices 0 and 3. The pooling
+        # is torch's values by a faster path where no gradient is needed (models/pooling.py).
         self.features = nn.Sequential(
             nn.Conv2d(channels, 20, 5),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.ReLU(),
             nn.Conv2d(20, 50, 5),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.ReLU(),
             nn.Flatten(),
         )
