@@ -416,7 +416,7 @@ class StackedModels:
         # them as they are, and Adam does with per-copy coefficients: a moment weight of 0, a
         # decay of 1, a step size of 0. The active copies' coefficients are the scalars' values
         # and give their bits (tests/test_batched.py); this replaced copies of every weight and
-        # moment and a torch.where per tensor, 1.3 ms of a 19.5-ms step of 8 task copies.
+        # moment and a torch.where per tensor (a step of 8 task copies: 19.5 ms before, 18.6 after).
         if active is not None and bool(active.all()):
             active = None  # every copy steps: the scalar coefficients
         if self.optimizer == "sgd":
@@ -426,24 +426,24 @@ class StackedModels:
         device, dtype = params[0].device, params[0].dtype
         taken = np.maximum(steps, 1)  # a copy without a step yet: any finite bias correction (discarded)
         step_size = self.lr / (1 - _BETA1**taken)
-        beta1: float | torch.Tensor = 1 - _BETA1
-        beta2: float | torch.Tensor = _BETA2
+        per_copy = None  # (moment weight, decay) per copy where some copies take no step
         if active is not None:
             on = active.cpu().numpy()
             step_size = np.where(on, step_size, 0.0)
-            beta1 = torch.from_numpy(np.where(on, 1 - _BETA1, 0.0)).to(device, dtype)
-            beta2 = torch.from_numpy(np.where(on, _BETA2, 1.0)).to(device, dtype)
+            per_copy = (
+                torch.from_numpy(np.where(on, 1 - _BETA1, 0.0)).to(device, dtype),
+                torch.from_numpy(np.where(on, _BETA2, 1.0)).to(device, dtype),
+            )
         step = torch.from_numpy(step_size).to(device, dtype)
         bc2_sqrt = torch.from_numpy(np.sqrt(1 - _BETA2**taken)).to(device, dtype)
         for p, g, m_, v_ in zip(params, grads, m, v, strict=True):
             shape = (-1,) + (1,) * (p.dim() - 1)
-            if active is None:
+            if per_copy is None:
                 m_.lerp_(g, 1 - _BETA1)
                 v_.mul_(_BETA2)
             else:
-                assert isinstance(beta1, torch.Tensor) and isinstance(beta2, torch.Tensor)
-                m_.lerp_(g, beta1.view(shape))
-                v_.mul_(beta2.view(shape))
+                m_.lerp_(g, per_copy[0].view(shape))
+                v_.mul_(per_copy[1].view(shape))
             v_.addcmul_(g, g, value=1 - _BETA2)
             denom = (v_.sqrt() / bc2_sqrt.view(shape)).add_(self.adam_eps)
             p.sub_(step.view(shape) * m_ / denom)

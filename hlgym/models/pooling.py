@@ -54,14 +54,15 @@ def max_pool2d(
 ) -> torch.Tensor:
     """``F.max_pool2d`` (same arguments, same values), faster for 2x2 windows at stride 2 on
     4-D inputs that need no gradient; any other call is ``F.max_pool2d`` itself."""
-    too_small = x.dim() == 4 and min(x.shape[-2:]) < 2  # torch's error, not an empty tensor
-    if x.dim() != 4 or too_small or not _is_plain_2x2(kernel_size, stride, padding, dilation, ceil_mode):
-        return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
-    if torch.is_grad_enabled() and x.requires_grad:
+    fast = (
+        x.dim() == 4
+        and min(x.shape[-2:]) >= 2  # smaller: torch's error, not an empty tensor
+        and _is_plain_2x2(kernel_size, stride, padding, dilation, ceil_mode)
         # Training keeps torch's kernel: it returns the windows' indices in the same pass, and
         # an autograd function routing gradients by equality ran 5x slower forward and back.
-        return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
-    return _max_2x2(x)
+        and not (torch.is_grad_enabled() and x.requires_grad)
+    )
+    return _max_2x2(x) if fast else F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 class MaxPool2d(nn.MaxPool2d):
