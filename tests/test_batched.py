@@ -15,7 +15,14 @@ import hlgym  # noqa: F401  (registers the ids)
 from hlgym.agents.sb3 import BatchedPeerSelectionVecEnv
 from hlgym.envs import BatchedPeerSelectionVectorEnv, PeerSelectionConfig, PeerSelectionEnv
 from hlgym.models.batched import StackedModels
-from hlgym.models.training import build_model, flat_weights, local_train, make_optimizer, per_sample_loss
+from hlgym.models.training import (
+    build_model,
+    flat_weights,
+    local_train,
+    make_optimizer,
+    per_sample_hits,
+    per_sample_loss,
+)
 from hlgym.models.work import Distillation, ModelList, ModelSpec, TrainJob
 
 # Small settings so episodes end (and copies auto-reset) within the steps a test takes.
@@ -185,6 +192,9 @@ def test_stacked_models_match_one_model_at_a_time(optimizer: str) -> None:
         ref_loss, ref_hits = per_sample_loss(models[i], x_test, y_test)
         torch.testing.assert_close(loss[row], ref_loss, atol=1e-10, rtol=0)
         assert torch.equal(hits[row], ref_hits)
+    # The accuracy's path (no cross-entropy) reads the same correctness, batched and one model at a time.
+    assert torch.equal(stacked.per_sample_hits([2, 0], x_test, y_test), hits)
+    assert torch.equal(per_sample_hits(models[2], x_test, y_test), per_sample_loss(models[2], x_test, y_test)[1])
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])

@@ -356,7 +356,7 @@ class GossipEnv(ParallelEnv[str, np.ndarray, np.int64]):  # type: ignore[misc]  
     def _score(self) -> None:
         """Every peer's test accuracy, and its model's loss on every peer's probe."""
         ep, n = self.episode, self.config.n_peers
-        _, hits = self.models.per_sample_loss(list(range(n)), ep.data.x_eval, ep.data.y_eval)
+        hits = self.models.per_sample_hits(list(range(n)), ep.data.x_eval, ep.data.y_eval)
         self.accuracies = hits.mean(dim=1).cpu().numpy().astype(np.float64)
         loss, hits = self.models.per_sample_loss(list(range(n)), ep.probe_x, ep.probe_y)
         self._probe_loss = np.stack([ProbeStats.means(loss[i], hits[i], ep.probe_starts).loss for i in range(n)])

@@ -192,7 +192,7 @@ class RoundRunner:
         """Accuracy of episode ``index``'s current model on the whole test set."""
         episode = self._begun(index, "full_test_accuracy()")
         with threads.limited(self.threads):
-            _, hits = self.models.per_sample_loss(self._accuracy_slots(index), episode.data.x_test, episode.data.y_test)
+            hits = self.models.per_sample_hits(self._accuracy_slots(index), episode.data.x_test, episode.data.y_test)
         return float(hits.mean(dim=1).mean())
 
     def module(self, index: int, peer: int | None = None) -> nn.Module:
@@ -243,7 +243,7 @@ class RoundRunner:
         """Each episode's accuracy on the reward's test images (its slots' mean), in one call."""
         data = self.episodes[indices[0]].data  # episodes of one runner share the data
         groups = [self._accuracy_slots(i) for i in indices]
-        _, hits = self.models.per_sample_loss([s for g in groups for s in g], data.x_eval, data.y_eval)
+        hits = self.models.per_sample_hits([s for g in groups for s in g], data.x_eval, data.y_eval)
         per_slot = hits.mean(dim=1)
         out, start = [], 0
         for group in groups:
@@ -273,7 +273,7 @@ class RoundRunner:
                 out.append(accuracy)  # what the accuracy already reads
             else:
                 slots = [self._slot(i, local) for local in range(episode.model_slots)]
-                _, hits = self.models.per_sample_loss(slots, episode.data.x_eval, episode.data.y_eval)
+                hits = self.models.per_sample_hits(slots, episode.data.x_eval, episode.data.y_eval)
                 out.append(float(hits.mean()))
         return out
 

@@ -10,6 +10,7 @@ from hlgym.models.training import (
     flat_weights,
     local_train,
     make_optimizer,
+    per_sample_hits,
     per_sample_loss,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "flat_weights",
     "local_train",
     "make_optimizer",
+    "per_sample_hits",
     "per_sample_loss",
 ]

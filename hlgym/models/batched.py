@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -350,27 +351,26 @@ class StackedModels:
         a, n = targets.shape[:2]
         ragged = not public and len(set(sizes)) > 1
         rows = torch.arange(a, device=device).unsqueeze(1)
+        plan = _ragged_batches(sizes, batch_size, device, x.dtype) if ragged else []
         for _ in range(epochs):
             if ragged:  # each copy's own permutation of its own samples, then padding
                 order = _padded([torch.randperm(k, generator=j.generator) for j, k in zip(jobs, sizes, strict=True)])
             else:
                 order = torch.stack([torch.randperm(n, generator=j.generator) for j in jobs])
             order = order.to(device)
-            for start in range(0, n, batch_size):
+            for b, start in enumerate(range(0, n, batch_size)):
                 idx = order[:, start : start + batch_size]
                 xb, tb = x[rows, idx], targets[rows, idx]
                 if ragged:
-                    counts = torch.tensor([min(max(k - start, 0), idx.shape[1]) for k in sizes], device=device)
-                    weight = (torch.arange(idx.shape[1], device=device) < counts.unsqueeze(1)).to(x.dtype)
-                    active = counts > 0
+                    batch = plan[b]
                     logits, _ = self.forward_features(params, xb, shared=False)
                     ce = F.cross_entropy(logits.flatten(0, 1), tb.flatten(), reduction="none").view(a, -1)
                     # Each copy's mean over its own samples of the batch (lone: the batch mean).
-                    loss = ((ce * weight).sum(dim=1) / counts.clamp_min(1)).sum()
+                    loss = ((ce * batch.weight).sum(dim=1) / batch.counts).sum()
                     grads = torch.autograd.grad(loss, params)
-                    steps += active.cpu().numpy().astype(steps.dtype)
+                    steps += 1 if batch.on is None else batch.on
                     with torch.no_grad():
-                        self._update(params, grads, m, v, steps, active)
+                        self._update(params, grads, m, v, steps, batch)
                     continue
                 # Every term is a per-copy mean over the batch; copies are independent, so the
                 # loss is the sum of theirs (local_loss / soft_fit_loss sum them).
@@ -408,17 +408,16 @@ class StackedModels:
         m: list[torch.Tensor],
         v: list[torch.Tensor],
         steps: np.ndarray,
-        active: torch.Tensor | None = None,
+        batch: _RaggedBatch | None = None,
     ) -> None:
         # The arithmetic of torch.optim's single-tensor Adam / SGD, with one step count per copy;
-        # with ``active``, the copies it marks False keep their weights and moments (no step).
-        # Their gradients are zero (their samples weigh nothing in the loss), so SGD leaves
-        # them as they are, and Adam does with per-copy coefficients: a moment weight of 0, a
-        # decay of 1, a step size of 0. The active copies' coefficients are the scalars' values
-        # and give their bits (tests/test_batched.py); this replaced copies of every weight and
-        # moment and a torch.where per tensor (a step of 8 task copies: 19.5 ms before, 18.6 after).
-        if active is not None and bool(active.all()):
-            active = None  # every copy steps: the scalar coefficients
+        # in a ragged ``batch`` the copies whose data ran out keep their weights and moments (no
+        # step). Their gradients are zero (their samples weigh nothing in the loss), so SGD
+        # leaves them as they are, and Adam does with per-copy coefficients: a moment weight of
+        # 0, a decay of 1, a step size of 0. The active copies' coefficients are the scalars'
+        # values and give their bits (tests/test_batched.py); this replaced copies of every
+        # weight and moment and a torch.where per tensor (a step of 8 task copies: 19.5 ms
+        # before, 18.6 after).
         if self.optimizer == "sgd":
             for p, g in zip(params, grads, strict=True):
                 p.add_(g, alpha=-self.lr)
@@ -426,14 +425,9 @@ class StackedModels:
         device, dtype = params[0].device, params[0].dtype
         taken = np.maximum(steps, 1)  # a copy without a step yet: any finite bias correction (discarded)
         step_size = self.lr / (1 - _BETA1**taken)
-        per_copy = None  # (moment weight, decay) per copy where some copies take no step
-        if active is not None:
-            on = active.cpu().numpy()
-            step_size = np.where(on, step_size, 0.0)
-            per_copy = (
-                torch.from_numpy(np.where(on, 1 - _BETA1, 0.0)).to(device, dtype),
-                torch.from_numpy(np.where(on, _BETA2, 1.0)).to(device, dtype),
-            )
+        per_copy = None if batch is None else batch.coefficients
+        if batch is not None and batch.on is not None:
+            step_size = np.where(batch.on, step_size, 0.0)
         step = torch.from_numpy(step_size).to(device, dtype)
         bc2_sqrt = torch.from_numpy(np.sqrt(1 - _BETA2**taken)).to(device, dtype)
         for p, g, m_, v_ in zip(params, grads, m, v, strict=True):
@@ -454,7 +448,16 @@ class StackedModels:
         """Loss and correctness of every sample of ``(x, y)`` for each slot (inputs every slot
         reads: the first convolution runs as one wide convolution), ``(len(slots), n)`` each."""
         with precision(self.eval_precision, x.device):
-            return self._losses(slots, x, y, shared=True)
+            loss, hits = self._losses(slots, x, y, shared=True)
+        assert loss is not None
+        return loss, hits
+
+    def per_sample_hits(self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`per_sample_loss`'s correctness alone, ``(len(slots), n)``: no cross-entropy (an
+        accuracy does not read it; the log-softmax over 10 classes cost as much as the digits
+        MLP's forward pass, a twelfth of a batched TaskDistribution-v1 step)."""
+        with precision(self.eval_precision, x.device):
+            return self._losses(slots, x, y, shared=True, with_loss=False)[1]
 
     def per_sample_loss_each(
         self, slots: Sequence[int], xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]
@@ -468,13 +471,14 @@ class StackedModels:
                 torch.stack([ys[j] for j in members]),
                 shared=False,
             )
+            assert loss is not None
             for row, j in enumerate(members):
                 out[j] = (loss[row], hits[row])
         return [out[j] for j in range(len(slots))]
 
     def _losses(
-        self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor, shared: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor, shared: bool, with_loss: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Cross-entropy and correctness of every sample for the copies in ``slots``.
 
         Args:
@@ -482,6 +486,7 @@ class StackedModels:
             x: ``(B, C, H, W)`` read by all of them (``shared``) or ``(len(slots), B, C, H, W)``.
             y: ``(B,)`` or ``(len(slots), B)`` labels.
             shared: Whether ``x`` and ``y`` are the same for every copy.
+            with_loss: Whether to compute the cross-entropy (else ``loss`` is None).
 
         Returns:
             ``(loss, correct)``, both ``(len(slots), B)``; ``correct`` is 0/1 as float.
@@ -498,9 +503,51 @@ class StackedModels:
                 yb = y[start : start + chunk] if shared else y[:, start : start + chunk]
                 logits = self.forward(params, xb, shared)
                 target = yb.expand(a, -1) if shared else yb
-                losses.append(F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(a, -1))
+                if with_loss:
+                    ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+                    losses.append(ce.view(a, -1))
                 hits.append((logits.argmax(dim=2) == target).float())
-        return torch.cat(losses, dim=1), torch.cat(hits, dim=1)
+        return (torch.cat(losses, dim=1) if with_loss else None), torch.cat(hits, dim=1)
+
+
+@dataclass(frozen=True)
+class _RaggedBatch:
+    """One batch position of a group whose copies hold different sample counts: what its
+    loss and its Adam update need, the same in every epoch (computed once per group: in a
+    step of 8 task copies this bookkeeping had cost a tenth of the training)."""
+
+    weight: torch.Tensor
+    """``(copies, batch)``: 1 on a copy's own samples, 0 on its padding."""
+    counts: torch.Tensor
+    """``(copies,)``: each copy's own samples in the batch, at least 1 (the mean's divisor)."""
+    on: np.ndarray | None
+    """The copies that take a step (some data left), or None where all do."""
+    coefficients: tuple[torch.Tensor, torch.Tensor] | None
+    """Adam's moment weight and second-moment decay per copy (0 and 1 where a copy takes no
+    step); None where all step (the scalars)."""
+
+
+def _ragged_batches(
+    sizes: Sequence[int], batch_size: int, device: torch.device, dtype: torch.dtype
+) -> list[_RaggedBatch]:
+    """The batch positions of copies with ``sizes`` samples, padded to the largest."""
+    out = []
+    sizes_ = np.asarray(sizes)
+    n = int(sizes_.max())
+    for start in range(0, n, batch_size):
+        width = min(batch_size, n - start)
+        counts = np.clip(sizes_ - start, 0, width)
+        on = counts > 0
+        weight = torch.from_numpy(np.arange(width) < counts[:, None]).to(device, dtype)
+        coefficients = None
+        if not on.all():
+            coefficients = (
+                torch.from_numpy(np.where(on, 1 - _BETA1, 0.0)).to(device, dtype),
+                torch.from_numpy(np.where(on, _BETA2, 1.0)).to(device, dtype),
+            )
+        divisor = torch.from_numpy(np.maximum(counts, 1)).to(device)
+        out.append(_RaggedBatch(weight, divisor, None if on.all() else on, coefficients))
+    return out
 
 
 def _padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

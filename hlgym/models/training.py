@@ -258,6 +258,21 @@ def per_sample_loss(
     Returns:
         ``(loss, correct)``, both of shape ``(n,)``; ``correct`` is 0/1 as float.
     """
+    loss, hits = _per_sample(model, x, y, batch_size, with_loss=True)
+    assert loss is not None
+    return loss, hits
+
+
+def per_sample_hits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Correctness (0/1 as float) of every sample, ``(n,)``: :func:`per_sample_loss`'s
+    without the cross-entropy, which an accuracy does not read (its log-softmax costs as
+    much as the digits MLP's forward pass)."""
+    return _per_sample(model, x, y, batch_size, with_loss=False)[1]
+
+
+def _per_sample(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, with_loss: bool
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     model.eval()
     losses = []
     hits = []
@@ -265,9 +280,10 @@ def per_sample_loss(
         for start in range(0, x.shape[0], batch_size):
             logits = model(x[start : start + batch_size])
             target = y[start : start + batch_size]
-            losses.append(F.cross_entropy(logits, target, reduction="none"))
+            if with_loss:
+                losses.append(F.cross_entropy(logits, target, reduction="none"))
             hits.append((logits.argmax(dim=1) == target).float())
-    return torch.cat(losses), torch.cat(hits)
+    return (torch.cat(losses) if with_loss else None), torch.cat(hits)
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> EvalResult:

@@ -40,6 +40,7 @@ from hlgym.models.training import (
     local_train,
     logits_and_features,
     make_optimizer,
+    per_sample_hits,
     per_sample_loss,
 )
 
@@ -160,6 +161,10 @@ class ModelWork(Protocol):
         """Loss and correctness (0/1) of every sample of ``(x, y)`` for each slot: ``(len(slots), n)`` each."""
         ...
 
+    def per_sample_hits(self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`per_sample_loss`'s correctness alone (what an accuracy reads), ``(len(slots), n)``."""
+        ...
+
     def per_sample_loss_each(
         self, slots: Sequence[int], xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -249,6 +254,11 @@ class ModelList:
         with precision(self.spec.eval_precision, x.device):
             out = [per_sample_loss(self.modules[s], x, y) for s in slots]
         return torch.stack([loss for loss, _ in out]), torch.stack([hits for _, hits in out])
+
+    def per_sample_hits(self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Correctness of every sample for each slot, ``(len(slots), n)``."""
+        with precision(self.spec.eval_precision, x.device):
+            return torch.stack([per_sample_hits(self.modules[s], x, y) for s in slots])
 
     def per_sample_loss_each(
         self, slots: Sequence[int], xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]

@@ -345,9 +345,7 @@ class ModalityViews(Component):
     def measure(cls, models: ModelWork, slots: Sequence[int], parts: Sequence[Component]) -> None:
         """Each scored model's test accuracy through every view alone, batched over the episodes."""
         data = parts[0].episode.data  # the episodes of one runner share the data
-        hits = torch.stack(
-            [models.per_sample_loss(slots, x, data.y_eval)[1].mean(dim=1) for x in data.eval_views], dim=1
-        )
+        hits = torch.stack([models.per_sample_hits(slots, x, data.y_eval).mean(dim=1) for x in data.eval_views], dim=1)
         for part, row in zip(parts, hits.cpu().numpy().astype(np.float64), strict=True):
             assert isinstance(part, ModalityViews)
             part.modality_accuracy = row
