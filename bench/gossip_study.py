@@ -4,6 +4,7 @@
     python bench/gossip_study.py --peers 20 --episodes 10 --fixed 5
     python bench/gossip_study.py --transfer distill
     python bench/gossip_study.py --horizons 12 20 28 36      # the goals at shorter round limits
+    python bench/gossip_study.py --env-kwargs team_goal=min   # GossipEnv's other settings
 
 Every policy plays with the goal lifted out of reach (each episode runs its ``max_rounds``
 rounds), so one run gives the round at which it would reach any goal. For each goal the
@@ -28,6 +29,7 @@ import numpy as np
 
 from hlgym.agents.gossip import BASELINES, FixedPeerPolicy, GossipOracle, GossipPolicy, evaluate
 from hlgym.atomic import write_json_atomic
+from hlgym.envs.config import parse_pairs
 from hlgym.envs.gossip import GossipEnv
 
 SEED = 10_000  # the held-out seeds of hlgym-train and hlgym-bench
@@ -64,14 +66,26 @@ def main() -> None:
         metavar="ROUNDS",
         help="tables at these round limits (each curve cut there), goals where random reaches 20-60%%",
     )
+    parser.add_argument(
+        "--env-kwargs",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="GossipEnv's other keywords (config fields, team_goal, agent_reward), part of the study's key",
+    )
     args = parser.parse_args()
+    try:
+        kwargs = parse_pairs(args.env_kwargs)
+    except ValueError as exc:
+        parser.error(f"--env-kwargs: {exc}")
     path = Path(args.json)
     store: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     key = f"peers={args.peers} transfer={args.transfer} episodes={args.episodes}"
     key += "" if args.seed == SEED else f" seed={args.seed}"
+    key += "".join(f" {pair}" for pair in args.env_kwargs)
     # The default's samples per peer fit 10 peers; 20 take 32 + 32 (what PeerSelectionConfig says fits).
     samples: dict[str, Any] = {} if args.peers <= 10 else {"main_samples": 32, "other_samples": 32}
-    env = GossipEnv(n_peers=args.peers, transfer=args.transfer, goal=1.0, **samples)
+    env = GossipEnv(n_peers=args.peers, transfer=args.transfer, **{**samples, **kwargs, "goal": 1.0})
     policies: dict[str, GossipPolicy] = {name: make() for name, make in BASELINES.items()}
     policies.update({f"fixed:{k}": FixedPeerPolicy(k) for k in range(args.fixed or args.peers)})
     if args.oracle:
