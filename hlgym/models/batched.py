@@ -454,8 +454,8 @@ class StackedModels:
 
     def per_sample_hits(self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """:meth:`per_sample_loss`'s correctness alone, ``(len(slots), n)``: no cross-entropy (an
-        accuracy does not read it; the log-softmax over 10 classes cost as much as the digits
-        MLP's forward pass, a twelfth of a batched TaskDistribution-v1 step)."""
+        accuracy does not read it; torch's log-softmax over 10 classes took about 75 us per 512
+        rows, as long as the digits MLP's forward pass: docs/speed.md)."""
         with precision(self.eval_precision, x.device):
             return self._losses(slots, x, y, shared=True, with_loss=False)[1]
 
@@ -513,8 +513,8 @@ class StackedModels:
 @dataclass(frozen=True)
 class _RaggedBatch:
     """One batch position of a group whose copies hold different sample counts: what its
-    loss and its Adam update need, the same in every epoch (computed once per group: in a
-    step of 8 task copies this bookkeeping had cost a tenth of the training)."""
+    loss and its Adam update need, the same in every epoch, so computed once per group
+    instead of every batch (docs/speed.md, "A task distribution in the batched engine")."""
 
     weight: torch.Tensor
     """``(copies, batch)``: 1 on a copy's own samples, 0 on its padding."""
