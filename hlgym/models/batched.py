@@ -454,8 +454,8 @@ class StackedModels:
 
     def per_sample_hits(self, slots: Sequence[int], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """:meth:`per_sample_loss`'s correctness alone, ``(len(slots), n)``: no cross-entropy (an
-        accuracy does not read it; torch's log-softmax over 10 classes took about 75 us per 512
-        rows, as long as the digits MLP's forward pass: docs/speed.md)."""
+        accuracy does not read it; 8 digits MLPs on the 500 evaluation images: 1.6 ms with it,
+        0.87 ms without, one thread; docs/speed.md)."""
         with precision(self.eval_precision, x.device):
             return self._losses(slots, x, y, shared=True, with_loss=False)[1]
 

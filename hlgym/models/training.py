@@ -265,8 +265,8 @@ def per_sample_loss(
 
 def per_sample_hits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Correctness (0/1 as float) of every sample, ``(n,)``: :func:`per_sample_loss`'s
-    without the cross-entropy, which an accuracy does not read (its log-softmax costs as
-    much as the digits MLP's forward pass)."""
+    without the cross-entropy, which an accuracy does not read (torch's log-softmax over 10
+    classes costs about as much as the digits MLP's forward pass and argmax: docs/speed.md)."""
     return _per_sample(model, x, y, batch_size, with_loss=False)[1]
 
 
