@@ -5,6 +5,8 @@
     python bench/gossip_study.py --transfer distill
     python bench/gossip_study.py --horizons 12 20 28 36      # the goals at shorter round limits
     python bench/gossip_study.py --env-kwargs team_goal=min   # GossipEnv's other settings
+    python bench/gossip_study.py --transfer relay --env-kwargs tokens=3   # models that travel
+    python bench/gossip_study.py --oracle-width 4 --oracle-samples 16   # a stronger search
 
 Every policy plays with the goal lifted out of reach (each episode runs its ``max_rounds``
 rounds), so one run gives the round at which it would reach any goal. For each goal the
@@ -13,8 +15,11 @@ table shows, per policy, the share of episodes that reach it and the mean rounds
 random reaches it in 20-60% of the episodes and no constant policy (every agent keeping, or
 every agent sending to one fixed peer) does as often in as few rounds, and the oracle
 (:class:`~hlgym.agents.gossip.GossipOracle`: a beam search over sampled joint actions, a
-lower bound of the ceiling; with the goal lifted it ranks by team accuracy, and its route's
-curve gives every goal) reaches it in at least 95%. Results are kept per setting and policy in ``--json`` (resumable).
+lower bound of the ceiling; with the goal lifted it ranks by team accuracy until a child
+reaches a goal and would stop there, so its best child per round, ``GossipOracle.levels``,
+gives every goal; the first studies in docs/multiagent.md read the curve of the route it
+returned, the best at the last round, which can pass a goal later or never) reaches it in
+at least 95%. Results are kept per setting and policy in ``--json`` (resumable).
 """
 
 from __future__ import annotations
@@ -47,10 +52,14 @@ def main() -> None:
     """Play the missing policies, then print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", type=int, default=10)
-    parser.add_argument("--transfer", default="average", choices=["average", "distill", "logits"])
+    parser.add_argument("--transfer", default="average", choices=["average", "distill", "logits", "relay"])
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--fixed", type=int, help="fixed peers tried: 0..FIXED-1 (default: every peer)")
     parser.add_argument("--no-oracle", dest="oracle", action="store_false", help="leave the oracle out")
+    parser.add_argument("--oracle-width", type=int, default=2, help="the oracle's beams (part of the study's key)")
+    parser.add_argument(
+        "--oracle-samples", type=int, default=8, help="joint actions the oracle tries from each beam (part of the key)"
+    )
     parser.add_argument("--json", default="bench/gossip_study.json")
     parser.add_argument("--seed", type=int, default=SEED, help="the first episode's seed (a second set checks a goal)")
     parser.add_argument(
@@ -83,22 +92,28 @@ def main() -> None:
     key = f"peers={args.peers} transfer={args.transfer} episodes={args.episodes}"
     key += "" if args.seed == SEED else f" seed={args.seed}"
     key += "".join(f" {pair}" for pair in args.env_kwargs)
+    if (args.oracle_width, args.oracle_samples) != (2, 8):
+        key += f" oracle={args.oracle_width}x{args.oracle_samples}"
     # The default's samples per peer fit 10 peers; 20 take 32 + 32 (what PeerSelectionConfig says fits).
     samples: dict[str, Any] = {} if args.peers <= 10 else {"main_samples": 32, "other_samples": 32}
     env = GossipEnv(n_peers=args.peers, transfer=args.transfer, **{**samples, **kwargs, "goal": 1.0})
     policies: dict[str, GossipPolicy] = {name: make() for name, make in BASELINES.items()}
     policies.update({f"fixed:{k}": FixedPeerPolicy(k) for k in range(args.fixed or args.peers)})
     if args.oracle:
-        policies["oracle"] = GossipOracle(env)  # last: it costs the most
+        policies["oracle"] = GossipOracle(env, args.oracle_width, args.oracle_samples)  # last: it costs the most
     unknown = sorted(set(args.only or []) - set(policies))
     if unknown:
         parser.error(f"--only {unknown[0]!r} is not accepted; accepted: {', '.join(policies)}")
     for name, policy in policies.items():
         done = store.setdefault(key, {})
-        if name in done or (args.only and name not in args.only):
+        stale = name == "oracle" and name in done and "route_curves" not in done[name]  # a route's curve only
+        if (name in done and not stale) or (args.only and name not in args.only):
             continue
         start = time.perf_counter()
-        played = evaluate(policy, env, args.episodes, args.seed)
+        played, levels = [], []
+        for k in range(args.episodes):  # one at a time: the oracle's levels are its last search's
+            played += evaluate(policy, env, 1, args.seed + k)
+            levels.append([a for a, _ in getattr(policy, "levels", [])])
         done[name] = {
             "curves": [e.team_curve for e in played],
             "comm": float(np.mean([e.comm_cost for e in played])),
@@ -106,6 +121,9 @@ def main() -> None:
             "step_s": float(np.mean([e.step_seconds for e in played])),
             "seconds": time.perf_counter() - start,
         }
+        if isinstance(policy, GossipOracle):  # its best child per round: the curve every goal reads
+            done[name]["curves"] = [[e.team_curve[0], *best] for e, best in zip(played, levels, strict=True)]
+            done[name]["route_curves"] = [e.team_curve for e in played]
         write_json_atomic(path, store)
         print(f"{name}: {done[name]['seconds']:.0f} s ({1000 * done[name]['step_s']:.0f} ms a round)", flush=True)
     done, max_rounds = store[key], env.config.max_rounds

@@ -191,7 +191,8 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
         env = GossipEnv(**kwargs)
     except (TypeError, ValueError) as exc:
         given = " with --env-kwargs" if args.env_kwargs else ""
-        own = "; GossipEnv's own keywords: team_goal, agent_reward, batched" if isinstance(exc, TypeError) else ""
+        own_keywords = "tokens, team_goal, agent_reward, batched"
+        own = f"; GossipEnv's own keywords: {own_keywords}" if isinstance(exc, TypeError) else ""
         raise SystemExit(f"--env {args.env}{given}: {exc}{own}") from None
     env.close()
     if not trained:

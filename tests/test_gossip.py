@@ -175,7 +175,10 @@ def test_the_route_map_draws_every_agents_sends_in_a_round() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"transfer": "relay"}, "transfer='relay' is not accepted by GossipEnv; accepted: 'average', 'distill'"),
+        ({"transfer": "relay"}, "tokens=None is not accepted by GossipEnv; accepted: an integer 1..10 with transfer="),
+        ({"transfer": "relay", "tokens": 11}, "tokens=11 is not accepted by GossipEnv; accepted: an integer 1..10"),
+        ({"transfer": "relay", "tokens": 0}, "tokens=0 is not accepted by GossipEnv; accepted: an integer 1..10"),
+        ({"tokens": 2}, "tokens=2 is not accepted by GossipEnv; accepted: None with transfer='average'"),
         ({"team_goal": "median"}, "team_goal='median' is not accepted by GossipEnv; accepted: 'mean', 'min'"),
         ({"agent_reward": "mine"}, "agent_reward='mine' is not accepted by GossipEnv; accepted: 'own', 'team'"),
         ({"observation": "hl_pca"}, "observation='hl_pca' is not accepted by GossipEnv; accepted: 'peer_features'"),
@@ -252,6 +255,9 @@ def test_the_oracle_replays_the_route_it_found() -> None:
     for actions in oracle.route:
         replay.step(actions)
     assert played.team_accuracy == replay.team_accuracy and played.comm_cost == replay.comm_cost
+    # The best child per round: at or above the returned route's own curve, and its end.
+    assert len(oracle.levels) == 4 and oracle.levels[-1] == (played.team_accuracy, played.comm_cost)
+    assert all(best >= acc for (best, _), acc in zip(oracle.levels, played.team_curve[1:], strict=True))
     with pytest.raises(ValueError, match="samples=1 is not accepted; accepted: an integer >= 2"):
         GossipOracle(samples=1)
 
@@ -279,10 +285,10 @@ def test_every_named_setting_passes_the_parallel_api_test(env_id: str) -> None:
     parallel_api_test(gossip.make(env_id, **SMALL), num_cycles=4)
 
 
-@pytest.mark.parametrize("transfer", ["average", "distill", "logits"])
-def test_batched_and_one_at_a_time_training_give_the_same_episode(transfer: str) -> None:
+@pytest.mark.parametrize(("transfer", "tokens"), [("average", None), ("distill", None), ("logits", None), ("relay", 3)])
+def test_batched_and_one_at_a_time_training_give_the_same_episode(transfer: str, tokens: int | None) -> None:
     rounds = [{0: 1, 2: 1, 3: 4}, {1: 0, 4: 2, 0: 2}, {}]
-    kwargs = {**SMALL, "transfer": transfer, "byzantine_peers": 1}
+    kwargs = {**SMALL, "transfer": transfer, "tokens": tokens, "byzantine_peers": 1}
     batched = _play(GossipEnv(**kwargs, batched=True), 2, rounds)
     single = _play(GossipEnv(**kwargs, batched=False), 2, rounds)
     for (rew_b, info_b), (rew_s, info_s) in zip(batched, single, strict=True):
@@ -290,3 +296,94 @@ def test_batched_and_one_at_a_time_training_give_the_same_episode(transfer: str)
         for agent in info_s:
             assert info_b[agent]["accuracy"] == pytest.approx(info_s[agent]["accuracy"], abs=1e-6)
             assert info_b[agent]["received_from"] == info_s[agent]["received_from"]
+
+
+# ---------------------------------------------------------------------------- tokens (the relay)
+
+RELAY: dict[str, Any] = {**SMALL, "transfer": "relay", "tokens": 2}
+
+
+def test_the_relay_with_tokens_passes_pettingzoos_tests() -> None:
+    parallel_api_test(GossipEnv(**RELAY), num_cycles=8)
+    api_test(gossip.env(**RELAY), num_cycles=8, verbose_progress=False)
+    parallel_seed_test(lambda: GossipEnv(**RELAY))
+    rounds = [{0: 1, 1: 2, 2: 3, 3: 4, 4: 0}, {0: 2, 1: 2, 3: 2}, {}]
+    assert _play(GossipEnv(**RELAY), 3, rounds) == _play(GossipEnv(**RELAY), 3, rounds)
+
+
+def test_tokens_travel_and_only_their_holders_decide() -> None:
+    env = GossipEnv(**{**RELAY, "tokens": 3})
+    obs, infos = env.reset(seed=0)
+    holders = env.holders
+    assert len(set(holders)) == 3 and sum(len(q) for q in env.queues) == 3
+    assert obs["peer_0"].shape == (5, len(gossip.RELAY_COLUMNS)) and gossip.RELAY_COLUMNS[-1] == "tokens_held"
+    assert env.accuracies.shape == (3,) and env.team_accuracy == pytest.approx(float(env.accuracies.mean()))
+    idle = next(p for p in range(5) if p not in holders)
+    assert infos[f"peer_{idle}"]["action_mask"].tolist() == [int(k == idle) for k in range(5)]
+    assert (obs[f"peer_{idle}"][:, 5] == 0).all() and (obs[f"peer_{holders[0]}"][:, 5] == pytest.approx(1 / 3))
+    assert infos[f"peer_{holders[1]}"]["tokens"] == [1] and infos[f"peer_{idle}"]["tokens"] == []
+    # Token 0 moves to the idle peer; a peer without a token that "sends" is ignored.
+    other = next(p for p in range(5) if p not in holders and p != idle)
+    distances = env.episode.distances
+    assert distances is not None
+    _, rewards, _, _, infos = env.step({**_keep(env), f"peer_{holders[0]}": idle, f"peer_{other}": holders[1]})
+    assert env.holders == [idle, holders[1], holders[2]] and env.sends == [[(holders[0], idle, True)]]
+    assert env.comm_cost == pytest.approx(distances[holders[0], idle])
+    assert env.bytes_sent == 4 * env.models.n_params  # one model moved
+    assert infos[f"peer_{idle}"]["received_from"] == [holders[0]] and env.heard[idle, holders[0]] == 1
+    # The HL reward of the token each holder moved or kept; 0 for an agent that held none.
+    acc = env.accuracies
+    assert rewards[f"peer_{holders[0]}"] == pytest.approx(32.0 ** (acc[0] - 0.86) - distances[holders[0], idle] - 1)
+    assert rewards[f"peer_{holders[2]}"] == pytest.approx(32.0 ** (acc[2] - 0.86) - 1)
+    assert rewards[f"peer_{other}"] == 0.0 and rewards[f"peer_{holders[0]}"] != 0.0
+    assert infos[f"peer_{idle}"]["accuracy"] == pytest.approx(float(acc[0]))
+    with pytest.raises(ValueError, match=r"peer_model\(0\) is not accepted with tokens"):
+        env.peer_model(0)
+    with pytest.raises(ValueError, match=r"token=3 is not accepted; accepted: 0\.\.2"):
+        env.token_model(3)
+    assert sum(p.numel() for p in env.token_model(2).parameters()) == env.models.n_params
+
+
+def test_a_peer_holding_several_tokens_moves_the_oldest_and_trains_them_all() -> None:
+    env = GossipEnv(**RELAY)
+    env.reset(seed=1)
+    a, b = env.holders
+    target = next(p for p in range(5) if p not in (a, b))
+    env.step({**_keep(env), f"peer_{a}": target, f"peer_{b}": target})  # both arrive, in a drawn order
+    queue = list(env.queues[target])
+    assert sorted(queue) == [0, 1] and env.holders == [target, target]
+    before = [flat.clone() for flat in (env.models.flat(0), env.models.flat(1))]
+    env.step({**_keep(env), f"peer_{target}": a})  # the first queued token moves on, the other stays
+    assert env.queues[target] == [queue[1]] and env.queues[a] == [queue[0]]
+    assert all(not torch.equal(env.models.flat(t), before[t]) for t in (0, 1))  # both trained
+
+
+def test_a_token_whose_send_is_lost_stays_with_its_sender_untrained() -> None:
+    env = GossipEnv(**{**RELAY, "link_failure_prob": 0.99})
+    env.reset(seed=0)
+    a, b = env.holders
+    target = next(p for p in range(5) if p not in (a, b))
+    before = env.models.flat(0).clone(), env.models.flat(1).clone()
+    _, _, _, _, infos = env.step({**_keep(env), f"peer_{a}": target})
+    assert not infos[f"peer_{a}"]["delivered"] and env.holders == [a, b] and env.comm_cost > 0
+    assert torch.equal(env.models.flat(0), before[0]) and not torch.equal(env.models.flat(1), before[1])
+
+
+def test_every_token_starts_from_the_same_weights_and_the_baselines_play_it() -> None:
+    from hlgym.agents.gossip import BASELINES, GossipOracle, evaluate
+
+    env = GossipEnv(**{**RELAY, "tokens": 5, "goal": 1.0})
+    env.reset(seed=2)
+    assert sorted(env.holders) == list(range(5))
+    assert all(torch.equal(env.models.flat(t), env.models.flat(0)) for t in range(5))
+    for name in ("random", "nearest", "power_of_choice"):
+        (episode,) = evaluate(BASELINES[name](), GossipEnv(**RELAY, goal=1.0), 1, 10_000)
+        assert episode.rounds == 4 and all(len(sends) <= 2 for sends in episode.sends)  # two holders at most
+    env = GossipEnv(**RELAY, goal=1.0)
+    oracle = GossipOracle(env, width=2, samples=3)
+    played = evaluate(oracle, env, 1, 10_000)[0]
+    replay = GossipEnv(**RELAY, goal=1.0)
+    replay.reset(seed=10_000)
+    for actions in oracle.route:
+        replay.step(actions)
+    assert len(oracle.route) == 4 and played.team_accuracy == replay.team_accuracy

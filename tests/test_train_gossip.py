@@ -139,9 +139,10 @@ def test_rllib_multi_agent_ppo_shares_one_module_resumes_and_its_model_evaluates
         (["--backend", "ray"], "--backend 'ray' is not accepted; accepted: sb3, rllib"),
         (["--pretrain", "oracle"], "--pretrain is not accepted with the multi-agent --env hlgym/Gossip-v0"),
         (["--policy", "lstm"], "--policy lstm is not accepted with --env hlgym/Gossip-v0; accepted: attention, mlp"),
-        (["--env-kwargs", "transfer=relay"], "transfer='relay' is not accepted by GossipEnv"),
+        (["--env-kwargs", "transfer=relay"], "tokens=None is not accepted by GossipEnv; accepted: an integer 1..10"),
+        (["--env-kwargs", "tokens=2"], "tokens=2 is not accepted by GossipEnv; accepted: None with transfer='average'"),
         (["--env-kwargs", "team_goal=max"], "team_goal='max' is not accepted by GossipEnv; accepted: 'mean', 'min'"),
-        (["--env-kwargs", "colour=1"], "GossipEnv's own keywords: team_goal, agent_reward, batched"),
+        (["--env-kwargs", "colour=1"], "GossipEnv's own keywords: tokens, team_goal, agent_reward, batched"),
         (["--algo", "random", "--agent-kwargs", "d=2"], "--agent-kwargs for --algo 'random'"),
         (["--algo", "ppo", "--agent-kwargs", "d=2"], "--agent-kwargs is not accepted with --algo ppo"),
         (["--eval-seed", "0"], "--eval-seed 0 is not accepted: evaluation seeds 0..19 overlap the training seeds"),
@@ -172,7 +173,7 @@ def test_training_without_supersuit_is_refused_after_the_options_checks(
         SystemExit, match=r"^--algo ppo on --env hlgym/Gossip-v0 needs SuperSuit, which is not installed: pip install"
     ):
         train.main(["--env", "hlgym/Gossip-v0", "--out", "run"])
-    with pytest.raises(SystemExit, match="transfer='relay' is not accepted by GossipEnv"):
+    with pytest.raises(SystemExit, match="tokens=None is not accepted by GossipEnv"):
         train.main(["--env", "hlgym/Gossip-v0", "--env-kwargs", "transfer=relay", "--out", "run"])
     train.main([*SMALL, "--algo", "keep", "--eval-episodes", "1", "--out", "run"])  # playing needs none
     assert (tmp_path / "run" / "results.json").exists()

@@ -166,6 +166,13 @@ class GossipOracle:
         """Env steps the last search took (its cost)."""
         self.route: list[dict[str, int]] = []
         """The last search's best route: one joint action a round."""
+        self.levels: list[tuple[float, float]] = []
+        """The last search's best child per round: its team accuracy and communication. With
+        the goal lifted out of reach this is the oracle's curve for every goal: the search
+        ranks by team accuracy until a child reaches a goal ``g`` and stops there, so it
+        reaches ``g`` at the first round whose best child is ``>= g`` (as
+        :attr:`hlgym.agents.oracle.OracleAgent.levels`; the route it returns is the best at
+        the last round, whose own curve can pass ``g`` later or never)."""
 
     def bind(self, env: GossipEnv) -> GossipOracle:
         """Play in ``env`` from now on; returns the oracle."""
@@ -206,7 +213,7 @@ class GossipOracle:
     def search(self, env: GossipEnv) -> list[dict[str, int]]:
         """The best route (one joint action a round) from ``env``'s current state."""
         beams: list[tuple[GossipEnv, list[dict[str, int]], bool]] = [(env, [], False)]
-        self.searched_steps = 0
+        self.searched_steps, self.levels = 0, []
 
         def rank(beam: tuple[GossipEnv, list[dict[str, int]], bool]) -> tuple[bool, float, float]:
             return beam[2], beam[0].team_accuracy, -beam[0].comm_cost
@@ -224,6 +231,7 @@ class GossipOracle:
                     children.append((sim, [*route, actions], any(terms.values())))
             children.sort(key=rank, reverse=True)
             beams = children[: self.width]
+            self.levels.append((beams[0][0].team_accuracy, beams[0][0].comm_cost))
             if beams[0][2] or all(b[2] or not b[0].agents for b in beams):
                 self.route = beams[0][1]
                 return self.route

@@ -141,10 +141,10 @@ class Episode:
         """The slot whose model the reward and the probes read: the holder's."""
         return self.transfer.scored_slot()
 
-    def slot_generators(self) -> list[torch.Generator]:
-        """The generator each of the episode's slots draws its initial weights from (see
-        :meth:`~hlgym.envs.components.transfer.TransferMode.slot_generators`)."""
-        return self.transfer.slot_generators(self.generator)
+    def slot_generators(self, slots: int | None = None) -> list[torch.Generator]:
+        """The generator each of the episode's slots (or of ``slots`` slots) draws its initial
+        weights from (see :meth:`~hlgym.envs.components.transfer.TransferMode.slot_generators`)."""
+        return self.transfer.slot_generators(self.generator, slots)
 
     def unassigned(self) -> np.ndarray:
         """Training samples no peer holds this episode."""

@@ -116,12 +116,13 @@ class TransferMode(Component):
         its own (with a model per peer, the peer's model has one: its slot's)."""
         return int(config.n_peers) if config.per_peer_optimizer and not cls.per_peer else 1
 
-    def slot_generators(self, generator: torch.Generator) -> list[torch.Generator]:
-        """The generator each slot draws its initial weights from: every peer's model starts
-        from the same seed-drawn weights, so the other slots draw from copies of the
-        episode's generator's state (which then advances as for one model)."""
+    def slot_generators(self, generator: torch.Generator, slots: int | None = None) -> list[torch.Generator]:
+        """The generator each slot (of the mode's, or of ``slots``) draws its initial weights
+        from: every peer's model starts from the same seed-drawn weights, so the other slots
+        draw from copies of the episode's generator's state (which then advances as for one
+        model)."""
         copies = []
-        for _ in range(self.slots(self.config) - 1):
+        for _ in range((self.slots(self.config) if slots is None else slots) - 1):
             twin = torch.Generator()
             twin.set_state(generator.get_state())
             copies.append(twin)
