@@ -113,7 +113,8 @@ def main() -> None:
         played, levels = [], []
         for k in range(args.episodes):  # one at a time: the oracle's levels are its last search's
             played += evaluate(policy, env, 1, args.seed + k)
-            levels.append([a for a, _ in getattr(policy, "levels", [])])
+            if isinstance(policy, GossipOracle):
+                levels.append([a for a, _ in policy.levels])
         done[name] = {
             "curves": [e.team_curve for e in played],
             "comm": float(np.mean([e.comm_cost for e in played])),

@@ -365,8 +365,7 @@ class GossipEnv(ParallelEnv[str, np.ndarray, np.int64]):  # type: ignore[misc]  
         token not lost this round trains at its holder."""
         n = self.config.n_peers
         hops, delivered = np.zeros(n), np.zeros(n, dtype=bool)
-        arrivals: list[list[int]] = [[] for _ in range(n)]
-        moved: list[list[int]] = [[] for _ in range(n)]  # the tokens arriving at each peer
+        arriving: list[list[tuple[int, int]]] = [[] for _ in range(n)]  # (sender, token) at each peer
         came_from: dict[int, int] = {}
         lost: set[int] = set()
         sends = []
@@ -375,29 +374,24 @@ class GossipEnv(ParallelEnv[str, np.ndarray, np.int64]):  # type: ignore[misc]  
                 continue
             hops[i], delivered[i] = self._send(i, j, rng)
             sends.append((i, int(j), bool(delivered[i])))
-            token = self.queues[i][0]
             if delivered[i]:
-                self.queues[i].pop(0)
-                arrivals[j].append(i)
-                moved[j].append(token)
-                came_from[token] = i
+                arriving[j].append((i, self.queues[i].pop(0)))
             else:
-                lost.add(token)
+                lost.add(self.queues[i][0])
         self.comm_cost += float(hops.sum())
         self.round += 1
         for j in range(n):  # the order a receiver queues its arrivals in, drawn receiver by receiver
-            if len(arrivals[j]) > 1:
-                order = rng.permutation(len(arrivals[j]))
-                arrivals[j] = [arrivals[j][k] for k in order]
-                moved[j] = [moved[j][k] for k in order]
-            for i in arrivals[j]:
+            if len(arriving[j]) > 1:
+                arriving[j] = [arriving[j][k] for k in rng.permutation(len(arriving[j]))]
+            for i, token in arriving[j]:
                 self.heard[j, i] = self.round
-            self.queues[j].extend(moved[j])
+                self.queues[j].append(token)
+                came_from[token] = i
         training = [[t for t in q if t not in lost] for q in self.queues]
         for wave in range(max(len(t) for t in training)):
             self._train_wave([(t[wave], p, came_from.get(t[wave], p)) for p, t in enumerate(training) if wave < len(t)])
         self.sends.append(sends)
-        return hops, delivered, arrivals
+        return hops, delivered, [[i for i, _ in got] for got in arriving]
 
     def _train_wave(self, trainings: list[tuple[int, int, int]]) -> None:
         """One local training each ``(slot, peer, source)``: ``slot``'s model on ``peer``'s
