@@ -269,7 +269,7 @@ def test_named_settings_are_made_by_name() -> None:
     with pytest.raises(
         ValueError,
         match="env_id='hlgym/Gossip-v9' is not accepted; accepted: hlgym/Gossip-v0, hlgym/Gossip-Distill-v0, "
-        "hlgym/Gossip-Distill-20-v0",
+        "hlgym/Gossip-Distill-20-v0, hlgym/Gossip-Relay-v0",
     ):
         gossip.make("hlgym/Gossip-v9")
     distill = gossip.make("hlgym/Gossip-Distill-v0")
@@ -278,6 +278,8 @@ def test_named_settings_are_made_by_name() -> None:
     cfg = wide.config
     assert (cfg.n_peers, cfg.main_samples, cfg.other_samples, cfg.max_rounds, cfg.goal) == (20, 32, 32, 30, 0.74)
     assert len(wide.possible_agents) == 20
+    relay = gossip.make("hlgym/Gossip-Relay-v0")
+    assert (relay.config.transfer, relay.tokens, relay.config.max_rounds, relay.config.goal) == ("relay", 1, 36, 0.855)
 
 
 @pytest.mark.parametrize("env_id", list(gossip.PRESETS))

@@ -193,6 +193,15 @@ MULTIAGENT_PRESETS: dict[str, dict[str, Any]] = {
         "max_rounds": 30,
         "goal": 0.74,
     },
+    # HL's relay decided where the model is: one model (a token) travels, and the peer that
+    # holds it picks the next from its own local view (the default's data and MLP).
+    # bench/gossip_study.py --transfer relay --env-kwargs tokens=1 --oracle-width 4
+    # --oracle-samples 16 on 40 held-out episodes (seeds 10000.. and 10020..) at 36 rounds:
+    # random reaches 0.855 in 47.5% (32.6 rounds), the best fixed peer in 15%, keep in 5%,
+    # nearest in 30%, the oracle in 95% (21.9); each set of 20 passes alone (random 50 / 45%,
+    # the oracle 95 / 95%), and 0.855 is the only goal of the 0.005 grid that passes in both
+    # (docs/multiagent.md). Two and three tokens pass on neither both sets.
+    "hlgym/Gossip-Relay-v0": {"transfer": "relay", "tokens": 1, "goal": 0.855},
 }
 """The multi-agent ids (:class:`hlgym.envs.gossip.GossipEnv`'s keyword arguments): PettingZoo
 has no registry, so these names are hlgym's (:func:`hlgym.envs.gossip.make`, ``hlgym-train
