@@ -54,6 +54,7 @@ from hlgym.runs import EpisodeLog, RunFolder, format_table, resume_seed
 
 __all__ = [
     "DEFAULT_TIMESTEPS",
+    "ID_TIMESTEPS",
     "TRAINED",
     "evaluate_all",
     "make_policy",
@@ -67,8 +68,18 @@ __all__ = [
 TRAINED = ("ppo",)
 SEARCHERS = ("oracle",)
 DEFAULT_TIMESTEPS = 40_000
-"""Agent steps of ``--algo ppo`` when ``--timesteps`` is not given: 4,000 rounds at 10 peers
-(96 to 415 s of training a seed on the 2-core machine, by how busy its cores were: docs/multiagent.md)."""
+"""Agent steps of ``--algo ppo`` when ``--timesteps`` is not given and the id has no budget
+of its own in :data:`ID_TIMESTEPS`: 4,000 rounds at 10 peers (96 to 415 s of training a seed
+on the 2-core machine, by how busy its cores were: docs/multiagent.md)."""
+ID_TIMESTEPS: dict[str, int] = {
+    # One token: one agent of ten decides a round, so 40,000 agent steps are 4,000 decisions
+    # (the single-agent ids train on 50,000), and there the shared PPO played like random
+    # (3 seeds: 48% at the goal against 52%). 400,000 (40,000 decisions; 13-14 minutes a seed
+    # on one thread beside another training, 2-core Intel Xeon): 65% over 5 seeds, every seed
+    # with less communication than random (docs/multiagent.md).
+    "hlgym/Gossip-Relay-v0": 400_000,
+}
+"""The ids whose shipped budget differs from :data:`DEFAULT_TIMESTEPS` (agent steps)."""
 SEEDED = ("random", "power_of_choice")
 # Options of the single-agent training this one has no use for: refused when they differ
 # from their defaults (a resumed run's come from its config.json, so "given" cannot tell).
@@ -141,7 +152,7 @@ def resolve(args: Args) -> tuple[Args, PeerSelectionConfig, dict[str, Any]]:
             )
     args = dataclasses.replace(
         args,
-        timesteps=DEFAULT_TIMESTEPS if args.timesteps is None else args.timesteps,
+        timesteps=ID_TIMESTEPS.get(args.env, DEFAULT_TIMESTEPS) if args.timesteps is None else args.timesteps,
         n_envs=1 if args.n_envs is None else args.n_envs,
         policy="attention" if args.policy is None else args.policy,
     )

@@ -182,3 +182,16 @@ def test_training_without_supersuit_is_refused_after_the_options_checks(
 def test_an_unknown_id_names_the_multi_agent_ones_too() -> None:
     with pytest.raises(SystemExit, match=r"accepted: .*hlgym/PeerSelection-v0.*hlgym/Gossip-v0"):
         train.main(["--env", "hlgym/Gossip-v9"])
+
+
+def test_the_one_token_id_ships_a_larger_budget() -> None:
+    from hlgym import train_gossip
+    from hlgym.options import parse_args
+
+    def timesteps(*argv: str) -> int | None:
+        return train_gossip.resolve(parse_args(list(argv)))[0].timesteps
+
+    # One holder decides a round there: 400,000 agent steps are 40,000 decisions.
+    assert timesteps("--env", "hlgym/Gossip-Relay-v0") == train_gossip.ID_TIMESTEPS["hlgym/Gossip-Relay-v0"] == 400_000
+    assert timesteps("--env", "hlgym/Gossip-v0") == timesteps("--env", "hlgym/Gossip-Distill-v0") == 40_000
+    assert timesteps("--env", "hlgym/Gossip-Relay-v0", "--timesteps", "512") == 512
