@@ -74,9 +74,9 @@ on the 2-core machine, by how busy its cores were: docs/multiagent.md)."""
 ID_TIMESTEPS: dict[str, int] = {
     # One token: one agent of ten decides a round, so 40,000 agent steps are 4,000 decisions
     # (the single-agent ids train on 50,000), and there the shared PPO played like random
-    # (3 seeds: 48% at the goal against 52%). 400,000 (40,000 decisions; 13-14 minutes a seed
-    # on one thread beside another training, 2-core Intel Xeon): 65% over 5 seeds, every seed
-    # with less communication than random (docs/multiagent.md).
+    # (3 seeds: 48% at the goal against 52%). 400,000 (40,000 decisions; 12.5-15 minutes a seed
+    # on one thread beside another training, 2-core Intel Xeon): 88% over 5 seeds, every seed
+    # in fewer rounds and with less communication than random (docs/multiagent.md).
     "hlgym/Gossip-Relay-v0": 400_000,
 }
 """The ids whose shipped budget differs from :data:`DEFAULT_TIMESTEPS` (agent steps)."""

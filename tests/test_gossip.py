@@ -280,6 +280,7 @@ def test_named_settings_are_made_by_name() -> None:
     assert len(wide.possible_agents) == 20
     relay = gossip.make("hlgym/Gossip-Relay-v0")
     assert (relay.config.transfer, relay.tokens, relay.config.max_rounds, relay.config.goal) == ("relay", 1, 36, 0.855)
+    assert relay.agent_reward == "team"
 
 
 @pytest.mark.parametrize("env_id", list(gossip.PRESETS))
