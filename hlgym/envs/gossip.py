@@ -563,7 +563,10 @@ def make(env_id: str = "hlgym/Gossip-v0", **kwargs: Any) -> GossipEnv:
 
 def parallel_env(**kwargs: Any) -> GossipEnv:
     """The parallel env (PettingZoo's ``parallel_env()`` convention): ``hlgym/Gossip-v0``'s
-    settings, ``kwargs`` as :class:`GossipEnv`."""
+    settings, ``kwargs`` as :class:`GossipEnv`. That id fails the validity test (its oracle is
+    within the episodes' spread of random); to compare policies, ``make`` one that passes it:
+    ``hlgym/Gossip-Distill-v0``, ``hlgym/Gossip-Distill-20-v0`` or ``hlgym/Gossip-Relay-v0``
+    (docs/multiagent.md)."""
     return make("hlgym/Gossip-v0", **kwargs)
 
 
