@@ -184,6 +184,7 @@ def test_an_unknown_id_names_the_multi_agent_ones_too() -> None:
         train.main(["--env", "hlgym/Gossip-v9"])
 
 
+@NEEDS_SUPERSUIT  # resolve refuses --algo ppo without it
 def test_the_one_token_id_ships_a_larger_budget() -> None:
     from hlgym import train_gossip
     from hlgym.options import parse_args
