@@ -197,10 +197,10 @@ MULTIAGENT_PRESETS: dict[str, dict[str, Any]] = {
     # holds it picks the next from its own local view (the default's data and MLP).
     # bench/gossip_study.py --transfer relay --env-kwargs tokens=1 --oracle-width 4
     # --oracle-samples 16 on 40 held-out episodes (seeds 10000.. and 10020..) at 36 rounds:
-    # random reaches 0.855 in 47.5% (32.6 rounds), the best fixed peer in 15%, keep in 5%,
+    # random reaches 0.855 in 47.5% (32.5 rounds), the best fixed peer in 15%, keep in 5%,
     # nearest in 30%, the oracle in 95% (21.9); each set of 20 passes alone (random 50 / 45%,
     # the oracle 95 / 95%), and 0.855 is the only goal of the 0.005 grid that passes in both
-    # (docs/multiagent.md). Two and three tokens pass on neither both sets. Every agent is
+    # (docs/multiagent.md); with two or three tokens no goal passes on both sets. Every agent is
     # paid the team's reward (the one model's accuracy; its own hop cost): the holder's return
     # then runs past its send, and the shared PPO reached the goal in 88% of the held-out
     # episodes over 5 seeds against 65% with each agent's own reward (400,000 agent steps).
