@@ -9,8 +9,9 @@ end, the policy plays ``--val-episodes`` validation episodes deterministically (
 ``--val-seed``.., away from the training seeds and from the held-out 10000..) and is kept in
 memory. After training, every kept policy plays the held-out episodes (``--eval-episodes``
 from 10000, as hlgym-train's table). The table compares, per seed and on average, the last
-policy (what hlgym-train ships) with the one validation picks by mean return (the HL reward)
-and by mean rounds (ties: less communication), and gives the best held-out figure among the
+policy (what hlgym-train ships) with the one validation picks, among the kept policies past
+the first third (at the defaults, from 20,000 steps on), by mean return (the HL reward) and by
+mean rounds (ties: less communication), and gives the best held-out figure among the
 kept policies (a choice that sees the held-out episodes: what selection could gain at most).
 
 The validation games draw from no global RNG and leave the training as it is: the last
@@ -131,6 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--out", type=Path, default=Path("runs/checkpoint_selection"))
     args = p.parse_args(argv)
+    fixed = sorted({"--env", "--env-kwargs", "--seed", "--seeds", "--out", "--eval-episodes"} & set(extra))
+    if fixed:
+        # The validation and held-out games play the registered id as it is, with this script's seeds.
+        p.error(f"--train-args {' '.join(fixed)} is not accepted; accepted: hlgym-train's other options")
     args.train_args = extra
     picks: dict[str, list[dict[str, float]]] = {"last": [], "by return": [], "by rounds": [], "best held-out": []}
     print(f"{args.env}: held-out episodes 10000..{10_000 + args.eval_episodes - 1}, validation {args.val_seed}..")
