@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hlgym.envs import partition
-from hlgym.envs.datasets import _load_cached, load_dataset, read_idx
+from hlgym.envs.datasets import DataNotFoundError, _load_cached, load_dataset, read_idx
 from hlgym.envs.topology import euclidean, hl_random, mds_positions, validate_matrix
 
 
@@ -50,6 +50,20 @@ def test_idx_loader(tmp_path: Path, gz: bool) -> None:
     np.testing.assert_array_equal(data.y_test.numpy(), y_te)
     assert data.n_classes == 10 and data.input_shape == (1, 28, 28)
     assert data.source == str(tmp_path / "mnist")
+
+
+def test_a_given_data_dir_is_the_only_place_looked_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A complete set elsewhere (here $HLGYM_DATA_DIR; on a user's machine ~/.cache/hlgym) is
+    # never read in place of the folder the user named.
+    make_idx_folder(tmp_path / "elsewhere" / "mnist", gz=False)
+    monkeypatch.setenv("HLGYM_DATA_DIR", str(tmp_path / "elsewhere"))
+    (tmp_path / "mine").mkdir()
+    _load_cached.cache_clear()
+    with pytest.raises(DataNotFoundError, match=r"data_dir=.*mine.* holds no complete set of IDX files"):
+        load_dataset("mnist", data_dir=str(tmp_path / "mine"))
+    _load_cached.cache_clear()
+    assert load_dataset("mnist").source == str(tmp_path / "elsewhere" / "mnist")  # without data_dir: found
+    _load_cached.cache_clear()
 
 
 def test_idx_loader_rejects_a_truncated_file(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@
   The first 1,297 images are the training set, the last 500 the test set (both about
   balanced, since the file cycles through the classes).
 - ``"mnist"`` and ``"fashion_mnist"``: the 28x28 IDX files (gzipped or raw), from
-  ``data_dir``, else ``$HLGYM_DATA_DIR/<name>``, ``~/.cache/hlgym/<name>`` and the system
+  ``data_dir`` alone when it is given, else ``$HLGYM_DATA_DIR/<name>``, ``~/.cache/hlgym/<name>`` and the system
   folders (Debian's ``dataset-fashion-mnist`` installs into
   ``/usr/share/datasets/fashion-mnist``), else OpenML when online.
 - ``"synthetic"``: 10 classes of noisy 28x28 prototypes, fixed by seed 0, for tests.
@@ -156,9 +156,9 @@ def _load_idx_folder(name: str, folder: Path, files: list[Path]) -> Dataset:
 
 
 def _candidate_dirs(name: str, data_dir: str | None) -> list[Path]:
+    if data_dir is not None:  # the user's folder only: never files from elsewhere in its place
+        return [Path(data_dir), Path(data_dir) / name]
     dirs: list[Path] = []
-    if data_dir is not None:
-        dirs += [Path(data_dir), Path(data_dir) / name]
     env_dir = os.environ.get("HLGYM_DATA_DIR")
     if env_dir:
         dirs += [Path(env_dir) / name, Path(env_dir)]
@@ -264,7 +264,8 @@ def load_dataset(name: str, data_dir: str | None = None, download: bool = True) 
     Args:
         name: One of ``"digits"``, ``"mnist"``, ``"fashion_mnist"``, ``"synthetic"``.
         data_dir: A folder holding the IDX files (or a ``<name>`` subfolder that does);
-            only used by ``"mnist"`` and ``"fashion_mnist"``.
+            only used by ``"mnist"`` and ``"fashion_mnist"``. When given, no other folder is
+            looked in and nothing is downloaded.
         download: Whether to try OpenML when no files are found. The environment
             variable ``HLGYM_OFFLINE=1`` turns downloads off as well.
 
